@@ -67,6 +67,14 @@ class Root:
     def kernel_release(self) -> str:
         if self._kernel_release:
             return self._kernel_release
+        if not self.is_host:
+            # A copy of another machine says which kernel it ran.
+            try:
+                rel = self.path("proc/sys/kernel/osrelease").read_text().strip()
+                if rel:
+                    return rel
+            except OSError:
+                pass
         return os.uname().release
 
     def modules_dir(self) -> Path:
