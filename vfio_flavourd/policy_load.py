@@ -111,7 +111,10 @@ class _Checker:
         return None
 
     def string(self, node, key) -> Optional[str]:
-        if isinstance(node, yaml.ScalarNode) and not node.tag.endswith(":null") and node.value:
+        # The raw text, whatever YAML 1.1 would type it as: an unquoted
+        # 0000:03:00.0 is a sexagesimal float to YAML, an address to us.
+        if (isinstance(node, yaml.ScalarNode) and node.value
+                and not node.tag.endswith((":null", ":bool"))):
             return node.value
         self.problem(node, key, f"expected a string, found {_found(node)}")
         return None
