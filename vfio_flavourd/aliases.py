@@ -76,6 +76,7 @@ class VariantIndex:
         self.aliases = list(aliases)
         self.source = source
         self.warnings = list(warnings)
+        self._modules = frozenset(a.module for a in self.aliases)
         self._by_vendor: dict = {}
         self._any_vendor: list = []
         for a in self.aliases:
@@ -100,8 +101,8 @@ class VariantIndex:
         found.sort(key=lambda a: (a.wildcards, a.module, a.pattern))
         return found
 
-    def modules(self) -> set:
-        return {a.module for a in self.aliases}
+    def modules(self) -> frozenset:
+        return self._modules
 
 
 def parse_modules_alias(text: str, origin: str) -> tuple:

@@ -25,6 +25,8 @@ class Context:
         self._policy = None
         self._pciids: Optional[PciIds] = None
         self._warned: set = set()
+        self._state = None
+        self._loader = None
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -54,6 +56,35 @@ class Context:
         if self._policy is None:
             self._policy = load_policy(self.root, self.policy_paths)
         return self._policy
+
+    @property
+    def state(self):
+        if self._state is None:
+            from .state import State
+            self._state = State(self.root, warn=self.warn)
+        return self._state
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            from .modprobe import ModuleLoader
+            self._loader = ModuleLoader()
+        return self._loader
+
+    @loader.setter
+    def loader(self, value) -> None:
+        self._loader = value
+
+    def binder(self, settle_timeout: float = 1.0):
+        from .binder import Binder
+        return Binder(self.sysfs, self.loader, self.index, self.state,
+                      settle_timeout=settle_timeout)
+
+    def owner_of(self, dev):
+        from .owners import override_owner
+        if dev.driver_override is None:
+            return None
+        return override_owner(self.sysfs, self.state.read(), dev)
 
     @property
     def pciids(self) -> PciIds:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from .aliases import CATCH_ALL, Alias, VariantIndex
 from .modprobe import normalise_module
+from .owners import OURS
 from .pci import PciDevice
 from .policy import Policy, Rule
 
@@ -40,6 +41,7 @@ class Decision:
     notes: list = field(default_factory=list)
     trace: list = field(default_factory=list)
     tie: tuple = ()
+    owner: Optional[str] = None          # who set driver_override, if anyone
 
     @property
     def flavour(self) -> Optional[str]:
@@ -54,11 +56,14 @@ def current_module(dev: PciDevice) -> Optional[str]:
     return normalise_module(dev.driver_module or dev.driver)
 
 
-def is_vfio_driver(dev: PciDevice, index: VariantIndex) -> bool:
+def is_vfio_driver(dev: PciDevice, vfio_modules) -> bool:
+    """Is the device on vfio-pci or a variant?  `vfio_modules`: the modules
+    with vfio_pci aliases (a variant with no alias still has "vfio" in its
+    driver name by convention)."""
     mod = current_module(dev)
     if mod is None:
         return False
-    return mod == CATCH_ALL or mod in index.modules() or "vfio" in (dev.driver or "")
+    return mod == CATCH_ALL or mod in vfio_modules or "vfio" in (dev.driver or "")
 
 
 def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Decision) -> Optional[str]:
@@ -133,7 +138,11 @@ def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Dec
     return chosen
 
 
-def decide(dev: PciDevice, policy: Policy, index: VariantIndex) -> Decision:
+def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
+           owner: Optional[str] = None) -> Decision:
+    """`owner`: who set the device's driver_override, when it has one
+    ("vfio-flavourd", "driverctl", ...); another tool's override is left
+    alone unless the rule says takeover."""
     d = Decision(device=dev)
     for rule in policy.rules:
         checks = rule.match.check(dev)
@@ -142,15 +151,32 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex) -> Decision:
         if matched:
             d.rule = rule
             break
-    rule = d.rule
-    if rule is None:
+    if d.rule is None:
         d.reason = "no rule claims this device"
+        return d
+    return _apply_rule(d, d.rule, index, owner)
+
+
+def decide_with_rule(dev: PciDevice, rule: Rule, index: VariantIndex,
+                     owner: Optional[str] = None) -> Decision:
+    """The decision `rule` gives for `dev`, whether or not it matches (for
+    IOMMU group members claimed through another device's rule)."""
+    d = Decision(device=dev, rule=rule)
+    return _apply_rule(d, rule, index, owner)
+
+
+def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: Optional[str]) -> Decision:
+    dev = d.device
+    d.owner = owner
+    if owner not in (None, OURS) and rule.flavour != "ignore" and not rule.takeover:
+        d.reason = (f"driver_override {dev.driver_override!r} was set by {owner}; "
+                    "leaving it alone ('takeover: true' takes it)")
         return d
     if rule.flavour == "ignore":
         d.reason = f"rule {rule.name} says ignore"
         return d
     if rule.flavour == "host":
-        if is_vfio_driver(dev, index):
+        if is_vfio_driver(dev, index.modules()):
             d.action = RELEASE
             d.reason = f"rule {rule.name} gives it to its host driver; it is on {dev.driver}"
         else:
@@ -167,7 +193,7 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex) -> Decision:
     cur = current_module(dev)
     if cur == d.module:
         d.action, d.reason = KEEP, f"already on {dev.driver}"
-    elif cur is not None and is_vfio_driver(dev, index) and not rule.upgrade:
+    elif cur is not None and is_vfio_driver(dev, index.modules()) and not rule.upgrade:
         d.action = KEEP
         d.reason = (f"already on vfio driver {dev.driver}; 'upgrade: true' would move it "
                     f"to {d.module}")
@@ -177,5 +203,6 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex) -> Decision:
     return d
 
 
-def plan(devices, policy: Policy, index: VariantIndex) -> list:
-    return [decide(dev, policy, index) for dev in devices]
+def plan(devices, policy: Policy, index: VariantIndex, owners=None) -> list:
+    owners = owners or {}
+    return [decide(dev, policy, index, owners.get(dev.address)) for dev in devices]

@@ -35,7 +35,7 @@ def run(ctx, args) -> int:
     address = pci.normalise_address(args.address)
     dev = pci.read_device(ctx.sysfs, address)
     policy, index = ctx.policy, ctx.index
-    d = engine.decide(dev, policy, index)
+    d = engine.decide(dev, policy, index, owner=ctx.owner_of(dev))
     if args.json:
         dump_json(explain_json(ctx, d))
         return 0
@@ -51,6 +51,8 @@ def run(ctx, args) -> int:
         facts.append(f"PF with {len(dev.virtfns)} VFs")
     print("  " + "   ".join(facts))
     print(f"  modalias: {dev.modalias}")
+    if d.owner:
+        print(f"  driver_override set by: {d.owner}")
 
     print("\npolicy files:")
     if not policy.files:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import engine, pci
+from .. import actions
 from ..output import dump_json, shorten, table
 
 NAME = "plan"
@@ -29,6 +29,7 @@ def decision_json(ctx, d) -> dict:
         "iommu_group": dev.iommu_group,
         "physfn": dev.physfn,
         "numa_node": dev.numa_node,
+        "override_owner": d.owner,
         "rule": d.rule.name if d.rule else None,
         "flavour": d.flavour,
         "module": d.module,
@@ -47,8 +48,7 @@ def device_label(ctx, dev, width=38):
 
 
 def run(ctx, args) -> int:
-    policy, index = ctx.policy, ctx.index
-    decisions = engine.plan(pci.scan(ctx.sysfs), policy, index)
+    decisions = actions.decisions_for(ctx)
     if args.json:
         dump_json([decision_json(ctx, d) for d in decisions])
         return 0
