@@ -78,7 +78,7 @@ class IdsSetting:
     kind: str
     origin: Origin
     option: str                 # as written: "vfio-pci.ids=10de:1b80" or "ids=10de:1b80"
-    text: str                   # the whole line, for modprobe.d
+    text: str = ""              # the whole line, for modprobe.d
     ids: tuple = ()             # IdSpec, the entries that could be read
     other_options: tuple = ()   # the line's other vfio-pci options
 
