@@ -45,6 +45,16 @@ def test_nothing_to_migrate(host, capsys):
                                "policy": None, "written": None}
 
 
+def test_notes_are_shown_when_there_is_nothing_to_migrate(host, capsys):
+    host.file("etc/modprobe.d/vfio.conf", "install vfio-pci /usr/local/sbin/vfio.sh\n")
+    code, out, err = host.run(capsys, "migrate")
+    assert (code, err) == (0, "")
+    assert out == (NOTHING + "\nnote: /etc/modprobe.d/vfio.conf:1: 'install vfio-pci "
+                   "/usr/local/sbin/vfio.sh' runs a command of its own when vfio-pci loads; "
+                   "vfio-flavourd cannot translate it: read it, and write rules for the devices "
+                   "it claims (match: address) by hand\n")
+
+
 # -- the round trip, one source at a time, then all together ------------------------
 
 SOURCES = {

@@ -41,7 +41,8 @@ def test_rule_lines():
 def migration(tmp_path, rules, **kw):
     found = Found(
         [DriverctlOverride(DC, "0000:3b:00.3", "mlx5_vfio_pci"),
-         IdsSetting("cmdline", CMD, "vfio-pci.ids=ffffffff:ffffffff:ffffffff:ffffffff:030000:ff0000")],
+         IdsSetting("cmdline", CMD,
+                    "vfio-pci.ids=ffffffff:ffffffff:ffffffff:ffffffff:030000:ff0000")],
         [Problem(CMD, "vfio-pci.ids: 'zzzz:1': vendor 'zzzz' is not a hex number; skipped")],
         [Problem(DC, "a note")])
     return Migration(kw.pop("root", "/"), found, rules, **kw)
@@ -61,7 +62,8 @@ def test_the_text_is_a_valid_policy_with_its_story_in_comments(tmp_path):
         ("vfio-pci-ids-any:any:any:any:030000:ff0000", "vfio")]
     assert policy.rules[1].prefer == ("mlx5_vfio_pci",)
     assert policy.rules[2].match.class_ == (ClassPrefix(0x03, 2),)
-    assert policy.rules[2].description == "migrated from /proc/cmdline:1, /etc/modprobe.d/vfio.conf:2"
+    assert policy.rules[2].description == (
+        "migrated from /proc/cmdline:1, /etc/modprobe.d/vfio.conf:2")
     lines = text.splitlines()
     assert lines[:14] == [
         "# vfio-flavourd policy migrated by `vfio-flavourd migrate` from this machine's",

@@ -55,10 +55,15 @@ def run(ctx, args) -> int:
         return _exit_code(m)
     if m.empty:
         print(NOTHING)
+        # Notes still matter here: an `install vfio-pci` script is old
+        # config that could not be read as settings.
+        for n in m.notes:
+            print(f"note: {n}")
         return 0
     if not args.write:
         print(m.text, end="")
-        where = "" if not m.rules else f"; nothing written (--write puts it in /{mig.MIGRATED_FILE})"
+        where = (f"; nothing written (--write puts it in /{mig.MIGRATED_FILE})"
+                 if m.rules else "")
         print(f"vfio-flavourd: {summary(m)}{where}", file=ctx.stderr)
         return _exit_code(m)
     print(f"wrote {m.written}: {summary(m)}" if m.written else

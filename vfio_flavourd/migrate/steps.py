@@ -79,7 +79,8 @@ def retire_steps(root, sources, rules, written: bool) -> list:
     if not rules and not sources:
         return steps
     if rules and not written:
-        steps.append(f"vfio-flavourd migrate --write   # puts this policy in {shown(MIGRATED_FILE)}")
+        steps.append("vfio-flavourd migrate --write   # puts this policy in "
+                     + shown(MIGRATED_FILE))
     if rules:
         steps.append("vfio-flavourd check-config && vfio-flavourd plan   # see what it will do")
     vfio_addrs = {r.match["address"] for r in rules
