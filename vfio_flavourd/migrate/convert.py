@@ -134,7 +134,7 @@ def _driverctl(src: DriverctlOverride, drivers: Drivers, found: Found, used: set
     addr, drv, where = src.address, src.driver, src.origin
     summary = f"driverctl: {addr} -> {drv}"
     if drv == "none":
-        now = ("vfio-flavourd never touches it; driverctl keeps it without a driver")
+        now = "vfio-flavourd never touches it; driverctl keeps it without a driver"
         found.note(where, f"driverctl keeps {addr} without any driver ('none'); vfio-flavourd "
                    "has no such flavour, so keep driverctl's override; the rule says "
                    "'ignore' so vfio-flavourd never touches the device")
