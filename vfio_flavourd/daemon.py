@@ -75,8 +75,10 @@ class Daemon:
     def _reader(self) -> None:
         try:
             for ev in self.source:
-                self.events_seen += 1
                 self.enqueue(ev.address, ev.action)
+                with self._cond:
+                    self.events_seen += 1
+                    self._cond.notify_all()
         except Exception:  # the reader must never die silently
             self.log.exception("event source failed")
             self.request_stop()
@@ -232,8 +234,10 @@ def wait_idle(daemon: Daemon, timeout: float = 30.0) -> bool:
     """For tests and benchmarks: wait until no event is pending and the worker
     has finished its device."""
     deadline = time.monotonic() + timeout
+    pushed = getattr(daemon.source, "pushed", None)      # FakeSource only
     with daemon._cond:
-        while daemon._pending or daemon._busy:
+        while daemon._pending or daemon._busy or (
+                pushed is not None and daemon.events_seen < daemon.source.pushed):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

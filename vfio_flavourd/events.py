@@ -30,8 +30,10 @@ class FakeSource:
     def __init__(self):
         self._q: "queue.Queue" = queue.Queue()
         self.name = "fake"
+        self.pushed = 0
 
     def push(self, event: Event) -> None:
+        self.pushed += 1
         self._q.put(event)
 
     def push_uevent(self, uevent) -> None:

@@ -45,7 +45,9 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(msg, addr)
+            # Never block the daemon on a full notification socket: a status
+            # update lost is harmless, a daemon stuck in sendto() is not.
+            self._sock.sendto(msg, socket.MSG_DONTWAIT, addr)
             return True
         except OSError:
             return False

@@ -12,6 +12,7 @@ method names the function it models.
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Dict, List, NamedTuple, Optional
@@ -81,6 +82,7 @@ class SimKernel:
         self._flushing = False
         self._seqnum = 0
         self._depth = 0
+        self._lock = threading.RLock()
         self._removed: List[SimDevice] = []
         self._groups: Dict[int, int] = {}
         for d in self.state.devices.values():
@@ -207,16 +209,19 @@ class SimKernel:
     def op(self):
         """Brackets one kernel operation: its time goes to time_spent and
         its uevents go out when the outermost operation ends."""
-        outer = self._depth == 0
-        t0 = time.perf_counter() if outer else 0.0
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if outer:
-                self.time_spent += time.perf_counter() - t0
-                self._flush()
+        # One operation at a time, as the device core's locks make it: the
+        # daemon's worker and a test's hotplug may call in from two threads.
+        with self._lock:
+            outer = self._depth == 0
+            t0 = time.perf_counter() if outer else 0.0
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if outer:
+                    self.time_spent += time.perf_counter() - t0
+                    self._flush()
 
     def _emit(self, action: str, d: SimDevice, driver: Optional[str] = None) -> None:
         self._seqnum += 1
