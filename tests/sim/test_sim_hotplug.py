@@ -41,8 +41,13 @@ def test_hot_unplug_removes_everything_and_rescan_does_not_bring_it_back(kernel,
     kernel.remove_device(VF0)
     assert [(e.action, e.address) for e in events] == [("unbind", VF0), ("remove", VF0)]
     for rel in (f"sys/bus/pci/devices/{VF0}", f"sys/bus/pci/drivers/mlx5_core/{VF0}",
-                f"sys/kernel/iommu_groups/{g}", f"sys/bus/pci/devices/{PF}/virtfn0"):
+                f"sys/kernel/iommu_groups/{g}"):
         assert not os.path.lexists(kernel.root.path(rel)), rel
+    # only SR-IOV disable removes virtfnN; a VF removed alone leaves it dangling
+    virtfn0 = kernel.root.path(f"sys/bus/pci/devices/{PF}/virtfn0")
+    assert os.path.islink(virtfn0) and not virtfn0.exists()
+    kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "0")
+    assert not os.path.lexists(virtfn0)
     kernel.sysfs.write("sys/bus/pci/rescan", "1")
     assert VF0 not in kernel.devices
 

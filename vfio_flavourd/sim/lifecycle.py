@@ -62,10 +62,8 @@ class Lifecycle:
         self._release(d)
         if d.vfs:
             self.sriov_disable(d)
-        if d.physfn:
-            pf = self.state.devices.get(d.physfn)
-            if pf and d.address in pf.vfs:
-                self.layout.virtfn(pf, pf.vfs.index(d.address), None)
+        # A VF removed on its own leaves its PF's virtfnN link dangling: only
+        # pci_iov_remove_virtfn() (SR-IOV disable) removes that link.
         self.layout.remove_device(d)
         del self.state.devices[d.address]
         self._free_group(d.iommu_group)
