@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vfio_flavourd.sim import HostBuilder
 
 MGMT = "0000:02:00.0"        # igb, eno1 up and routed
@@ -41,3 +43,18 @@ def small_host(root, **kw) -> HostBuilder:
             .bridge("0000:6a:00.0", secondary=0x6B, numa_node=1)
             .sriov_pf(QAT_PF, 0x8086, 0x4940, 0x0B4000, vf_device=0x4941, totalvfs=16,
                       driver="qat_4xxx", offset=1))
+
+
+# Fixtures live here, not in a conftest.py: the project's tests import
+# their own conftest by name, and a second module called conftest on
+# sys.path would shadow it.  Test modules import these explicitly.
+@pytest.fixture(name="kernel")
+def kernel_fixture(tmp_path):
+    return small_host(tmp_path).kernel()
+
+
+@pytest.fixture(name="events")
+def events_fixture(kernel):
+    seen = []
+    kernel.subscribe(seen.append)
+    return seen

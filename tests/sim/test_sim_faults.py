@@ -7,6 +7,7 @@ from vfio_flavourd.sim import (ModprobeFails, OverrideLocked, OverrideMissing, P
                                UnbindBusy, Vanish, WriteFails)
 
 from sim_hosts import MF0, MGMT, PF, QAT_PF, VF0, VF1
+from sim_hosts import events_fixture, kernel_fixture  # noqa: F401  (fixtures)
 
 
 def dev(a, attr):

@@ -3,6 +3,7 @@ import os
 import pytest
 
 from sim_hosts import MGMT, PF, VF0
+from sim_hosts import events_fixture, kernel_fixture  # noqa: F401  (fixtures)
 
 
 def test_a_hotplugged_device_is_bound_before_any_consumer_sees_the_add(kernel):

@@ -8,7 +8,8 @@ import pytest
 
 from vfio_flavourd.errors import SysfsError
 
-from sim_hosts import E1000E, MF0, MF1, MGMT, PF, VF0, VF1, VIRTIO
+from sim_hosts import E1000E, MF0, MF1, MGMT, VF0, VF1, VIRTIO
+from sim_hosts import events_fixture, kernel_fixture  # noqa: F401  (fixtures)
 
 
 def dev(a, attr):

@@ -6,6 +6,7 @@ from vfio_flavourd.errors import ModprobeError
 from vfio_flavourd.modprobe import ModuleLoader, driver_names
 
 from sim_hosts import MF0, VF0
+from sim_hosts import events_fixture, kernel_fixture  # noqa: F401  (fixtures)
 
 
 def test_the_loader_is_a_module_loader(kernel):

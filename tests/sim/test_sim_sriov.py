@@ -6,6 +6,7 @@ import pytest
 from vfio_flavourd.errors import SysfsError
 
 from sim_hosts import PF, QAT_PF, VF0, VF1
+from sim_hosts import events_fixture, kernel_fixture  # noqa: F401  (fixtures)
 
 
 def numvfs(kernel, pf, n):
@@ -72,7 +73,7 @@ def test_sriov_numvfs_errors(kernel):
     assert err(kernel, rel, "9").errno == errno.ERANGE
     assert err(kernel, rel, "x").errno == errno.EINVAL
     numvfs(kernel, PF, 2)      # same count: nothing happens, no error
-    kernel.sysfs.write(f"sys/bus/pci/drivers/mlx5_core/unbind", PF)
+    kernel.sysfs.write("sys/bus/pci/drivers/mlx5_core/unbind", PF)
     assert err(kernel, rel, "1").errno == errno.ENOENT
     assert kernel.dmesg[-1] == f"pci {PF}: no driver bound to device; cannot configure SR-IOV"
 
@@ -97,7 +98,7 @@ def test_disabling_removes_vfs_last_first(kernel, events):
 
 
 def test_unbinding_the_pf_driver_takes_its_vfs_with_it(kernel):
-    kernel.sysfs.write(f"sys/bus/pci/drivers/mlx5_core/unbind", PF)
+    kernel.sysfs.write("sys/bus/pci/drivers/mlx5_core/unbind", PF)
     assert kernel.device(PF).vfs == [] and VF0 not in kernel.devices
     assert kernel.sysfs.read(f"sys/bus/pci/devices/{PF}/sriov_numvfs") == "0"
 
