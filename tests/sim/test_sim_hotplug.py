@@ -22,6 +22,9 @@ def test_a_hotplugged_device_is_bound_before_any_consumer_sees_the_add(kernel):
     assert ev.properties["ACTION"] == "add" and "DRIVER" not in ev.properties
     assert os.readlink(kernel.root.path("sys/bus/pci/devices/0000:07:00.2")) == (
         "../../../devices/pci0000:00/0000:00:06.0/0000:07:00.2")
+    # the NUMA node comes from the bridge above
+    assert d.numa_node == 0
+    assert kernel.add_device("0000:3b:00.7", 0x8086, 0x10D3, 0x020000).numa_node == 1
 
 
 def test_a_hotplugged_device_with_no_loaded_driver_stays_unbound(kernel, events):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .driver import Op
 from .model import SimDevice
 
@@ -12,17 +14,21 @@ AUTO = "auto"
 class Lifecycle:
     def add_device(self, address: str, vendor: int, device: int, class_: int,
                    subsys=None, revision: int = 0, iommu_group=AUTO,
-                   numa_node: int = -1) -> SimDevice:
+                   numa_node: Optional[int] = None) -> SimDevice:
         """Hotplug: pci_device_add() + pci_bus_add_device().  The add uevent
         is queued, then device_attach() probes the device straight away
         (drivers_autoprobe does not stop this), so a loaded host driver
-        owns it before any uevent consumer hears of the add."""
+        owns it before any uevent consumer hears of the add.  The NUMA node
+        defaults to that of the bridge above."""
         with self.op():
             if address in self.state.devices:
                 raise ValueError(f"{address}: already present")
             where = self.state.bus_dirs.get(address[:7])
             if where is None:
                 raise ValueError(f"{address}: no bus {address[:7]} on this host")
+            if numa_node is None:
+                bridge = self.state.devices.get(where.rsplit("/", 1)[-1])
+                numa_node = bridge.numa_node if bridge else -1
             sv, sd = subsys if subsys else (vendor, 0)
             group = self._alloc_group() if iommu_group == AUTO else iommu_group
             d = SimDevice(address, vendor, device, sv, sd, class_, f"{where}/{address}",
