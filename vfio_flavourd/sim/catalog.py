@@ -155,7 +155,7 @@ _MODULES = [
     ModuleInfo("ahci", "ahci", cls(0x010601)),
     ModuleInfo("xhci_pci", "xhci_hcd", cls(0x0C0330), deps=("xhci_hcd",)),
     ModuleInfo("xhci_hcd"),
-    ModuleInfo("i2c_i801", "i801_smbus", dev(0x8086, 0xA1A3, 0xA223, 0x7A23)),
+    ModuleInfo("i2c_i801", "i801_smbus", dev(0x8086, 0xA1A3, 0xA223, 0x7A23, 0x1BC9)),
     ModuleInfo("lpc_ich", "lpc_ich", dev(0x8086, 0xA1C1, 0xA1C2, 0xA1CB, 0xA243)),
     ModuleInfo("virtio_net", None, description="virtio bus driver, no PCI id table"),
     # -- built in (no modules.alias line, no module link) ----------------

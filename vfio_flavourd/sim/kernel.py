@@ -15,48 +15,22 @@ import errno
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, Dict, List, Optional
 
-from ..errors import ModprobeError
 from ..root import Root
 from . import catalog as cat
 from . import faults as F
 from . import uevent as ue
+from .driver import Driver, Op
 from .layout import Layout
-from .matching import pci_match_device
+from .lifecycle import Lifecycle
+from .loader import Modules
 from .model import SimDevice
 from .probes import DEFAULT_PROBES, vfio_needs_group
 from .state import HostState
 
-AUTO = "auto"
 
-
-class Op(NamedTuple):
-    """One thing the kernel did: kind is write, modprobe, rmmod, probe,
-    bind, unbind, add or remove; errno 0 means it succeeded."""
-    kind: str
-    target: str
-    value: str = ""
-    errno: int = 0
-
-
-class Driver:
-    """A registered struct pci_driver: the module's static ids plus the
-    dynamic ids added through new_id."""
-
-    def __init__(self, info: cat.ModuleInfo):
-        self.info = info
-        self.name = info.driver
-        self.dynids: List[cat.PciId] = []
-
-    def __repr__(self) -> str:
-        return f"Driver({self.name} from {self.info.name})"
-
-    def match(self, dev: SimDevice):
-        return pci_match_device(self.name, self.info.ids, self.dynids, dev)
-
-
-class SimKernel:
+class SimKernel(Lifecycle, Modules):
     def __init__(self, root_dir, catalog=None, *, state: Optional[HostState] = None):
         from .loader import SimModuleLoader
         from .scan import scan
@@ -131,78 +105,6 @@ class SimKernel:
                 self.probes[name] = DEFAULT_PROBES[name]
         else:
             self.probes[name] = probe
-
-    def modprobe(self, module: str) -> None:
-        """modprobe MODULE: its dependencies first, then the module; a PCI
-        driver's registration attaches it to every unbound device it
-        matches (bus_add_driver -> driver_attach, when drivers_autoprobe)."""
-        with self.op():
-            info = cat.lookup(module, self.catalog)
-            if info is None:
-                self.ops.append(Op("modprobe", module, "", errno.ENOENT))
-                raise ModprobeError(module, f"modprobe: FATAL: Module {module} not found "
-                                            f"in directory /lib/modules/{self.root.kernel_release}")
-            try:
-                self._insmod(info, module)
-            except ModprobeError:
-                self.ops.append(Op("modprobe", module, "", errno.EINVAL))
-                raise
-            self.ops.append(Op("modprobe", module))
-
-    def rmmod(self, module: str) -> None:
-        """modprobe -r MODULE: driver_unregister() releases every device
-        the driver holds, then the module goes."""
-        with self.op():
-            info = cat.lookup(module, self.catalog)
-            name = cat.normalise(module)
-            if info is None or info.name not in self.state.loaded:
-                raise ModprobeError(module, f"modprobe: FATAL: Module {name} is not in kernel.")
-            if info.builtin:
-                raise ModprobeError(module, f"modprobe: FATAL: Module {name} is builtin.")
-            if any(info.name in self.catalog[m].deps for m in self.state.loaded):
-                raise ModprobeError(module, f"modprobe: FATAL: Module {name} is in use.")
-            if info.driver and info.driver in self.drivers:
-                for d in list(self.state.devices.values()):
-                    if d.driver == info.driver:
-                        self._release(d)
-                del self.drivers[info.driver]
-                self.layout.remove_driver(info)
-            self.layout.remove_module(info.name)
-            if info.name == "vfio":
-                self.layout.unlink("dev/vfio/vfio")
-            self.state.loaded.remove(info.name)
-            self.ops.append(Op("rmmod", name))
-
-    def add_device(self, address: str, vendor: int, device: int, class_: int,
-                   subsys=None, revision: int = 0, iommu_group=AUTO,
-                   numa_node: int = -1) -> SimDevice:
-        """Hotplug: pci_device_add() + pci_bus_add_device().  The add uevent
-        is queued, then device_attach() probes the device straight away
-        (drivers_autoprobe does not stop this), so a loaded host driver
-        owns it before any uevent consumer hears of the add."""
-        with self.op():
-            if address in self.state.devices:
-                raise ValueError(f"{address}: already present")
-            where = self.state.bus_dirs.get(address[:7])
-            if where is None:
-                raise ValueError(f"{address}: no bus {address[:7]} on this host")
-            sv, sd = subsys if subsys else (vendor, 0)
-            group = self._alloc_group() if iommu_group == AUTO else iommu_group
-            d = SimDevice(address, vendor, device, sv, sd, class_, f"{where}/{address}",
-                          revision=revision, numa_node=numa_node, iommu_group=group)
-            if group is not None and iommu_group != AUTO:
-                self._groups[group] = self._groups.get(group, 0) + 1
-            self._add(d)
-            return d
-
-    def remove_device(self, address: str) -> None:
-        """Hot-unplug: pci_stop_and_remove_bus_device().  The hardware is
-        gone; a rescan will not find it again."""
-        with self.op():
-            d = self.state.devices.get(address)
-            if d is None:
-                raise KeyError(address)
-            self._remove(d, remember=False)
 
     # -- operations, time, uevents -------------------------------------------
     @contextmanager
@@ -302,7 +204,6 @@ class SimKernel:
         d.driver = drv.name
         self.layout.link_driver(d)
         self.layout.attr(d, "uevent")
-        self.layout.attr(d, "enable")
         if drv.info.vfio and d.iommu_group is not None:
             self.layout.vfio_node(d.iommu_group, True)
         if d.children_owner == drv.name and not d.children_live:
@@ -326,7 +227,6 @@ class SimKernel:
         d.driver = None
         self.layout.unlink_driver(d, name)
         self.layout.attr(d, "uevent")
-        self.layout.attr(d, "enable")
         if info.vfio and d.iommu_group is not None and not self._group_has_vfio(d.iommu_group):
             self.layout.vfio_node(d.iommu_group, False)
         self.ops.append(Op("unbind", d.address, name))
@@ -363,117 +263,6 @@ class SimKernel:
         if d.nets:
             self.layout.proc_net(n for o in self.state.devices.values()
                                  if o.children_live for n in o.nets)
-
-    # -- devices appear and go (drivers/pci/probe.c, remove.c, iov.c) -----------
-    def _add(self, d: SimDevice) -> None:
-        self.state.devices[d.address] = d
-        self.layout.device(d)
-        self.ops.append(Op("add", d.address))
-        self._emit("add", d)
-        self.device_attach(d)
-
-    def _remove(self, d: SimDevice, remember: bool) -> None:
-        """pci_stop_and_remove_bus_device(): children below a bridge first,
-        then the driver is released, then the device is deleted."""
-        if d.address not in self.state.devices:
-            return
-        if d.is_bridge:
-            prefix = d.devpath + "/"
-            for child in reversed([c for c in self.state.devices.values()
-                                   if c.devpath.startswith(prefix)]):
-                self._remove(child, remember)
-        self._release(d)
-        if d.vfs:
-            self.sriov_disable(d)
-        if d.physfn:
-            pf = self.state.devices.get(d.physfn)
-            if pf and d.address in pf.vfs:
-                self.layout.virtfn(pf, pf.vfs.index(d.address), None)
-        self.layout.remove_device(d)
-        del self.state.devices[d.address]
-        self._free_group(d.iommu_group)
-        self.ops.append(Op("remove", d.address))
-        self._emit("remove", d)
-        if remember and not d.physfn:
-            self._removed.append(d)
-
-    def rescan(self) -> None:
-        """pci_rescan_bus(): functions removed through their `remove`
-        attribute are found again, fresh: no driver, no override."""
-        removed, self._removed = self._removed, []
-        for old in reversed(removed):
-            if old.address in self.state.devices:
-                continue
-            d = SimDevice(old.address, old.vendor, old.device, old.subvendor, old.subdevice,
-                          old.class_, old.devpath, revision=old.revision,
-                          numa_node=old.numa_node, iommu_group=old.iommu_group,
-                          sriov_totalvfs=old.sriov_totalvfs, sriov_offset=old.sriov_offset,
-                          sriov_stride=old.sriov_stride, sriov_vf_device=old.sriov_vf_device,
-                          nets=old.nets, disks=old.disks, console=old.console,
-                          children_owner=old.children_owner, children_live=False)
-            if d.iommu_group is not None:
-                self._groups[d.iommu_group] = self._groups.get(d.iommu_group, 0) + 1
-            self._add(d)
-
-    def sriov_enable(self, pf: SimDevice, n: int) -> None:
-        """sriov_enable() -> pci_iov_add_virtfn() for each VF: the device is
-        added, physfn/virtfnN linked, then pci_bus_add_device() probes it
-        (pci_device_can_probe() applies sriov_drivers_autoprobe)."""
-        parent = pf.devpath.rsplit("/", 1)[0]
-        pf.vfs = []
-        pf.sriov_numvfs = n
-        self.layout.attr(pf, "sriov_numvfs")
-        for i in range(n):
-            addr = pf.vf_address(i)
-            if addr[:7] not in self.state.bus_dirs:
-                self.state.bus_dirs[addr[:7]] = parent      # virtfn_add_bus()
-                self.layout.pci_bus(addr[:7], parent)
-            group = self._alloc_group() if pf.iommu_group is not None else None
-            vf = SimDevice(addr, pf.vendor, pf.sriov_vf_device, pf.subvendor, pf.subdevice,
-                           pf.class_, f"{parent}/{addr}", revision=pf.revision,
-                           numa_node=pf.numa_node, iommu_group=group, physfn=pf.address)
-            pf.vfs.append(addr)
-            self.state.devices[addr] = vf
-            self.layout.device(vf)
-            self.layout.virtfn(pf, i, vf)
-            self.ops.append(Op("add", addr))
-            self._emit("add", vf)
-            self.device_attach(vf)
-
-    def sriov_disable(self, pf: SimDevice) -> None:
-        """sriov_disable() -> pci_iov_remove_virtfn(), last VF first."""
-        for i in reversed(range(len(pf.vfs))):
-            vf = self.state.devices.get(pf.vfs[i])
-            if vf is not None:
-                self._remove(vf, remember=False)
-            self.layout.virtfn(pf, i, None)
-        pf.vfs = []
-        pf.sriov_numvfs = 0
-        self.layout.attr(pf, "sriov_numvfs")
-
-    # -- modules -------------------------------------------------------------
-    def _insmod(self, info: cat.ModuleInfo, requested: str) -> None:
-        if info.name in self.state.loaded:
-            return
-        for dep in info.deps:
-            self._insmod(self.catalog[dep], requested)
-        for f in self.faults:
-            if isinstance(f, F.ModprobeFails):
-                msg = f.check(info.name)
-                if msg:
-                    raise ModprobeError(requested, msg)
-        self.state.loaded.append(info.name)
-        if info.name == "vfio":
-            self.layout.mkdir("dev/vfio")
-            self.layout.write("dev/vfio/vfio", "", 0o666)
-        if not info.driver:
-            self.layout.module(info.name)
-            return
-        drv = Driver(info)
-        self.drivers[drv.name] = drv
-        self.layout.driver(info)
-        if self.state.autoprobe:
-            self.driver_attach(drv)
 
     # -- IOMMU group numbers (ida_alloc: the lowest free id) -----------------------
     def _alloc_group(self) -> int:

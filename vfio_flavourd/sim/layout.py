@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from typing import Iterable, Optional
 
 from .catalog import ModuleInfo
@@ -48,6 +49,12 @@ class Layout:
         """Create or replace a file.  The mode mirrors sysfs's (0444 read-only,
         0200 write-only) so a listing looks right; git keeps none of it."""
         path = self.path(rel)
+        if not text:
+            try:
+                os.mknod(path, mode | stat.S_IFREG)   # one syscall, not three
+                return
+            except FileExistsError:
+                pass
         try:
             fd = os.open(path, _FLAGS, mode)
         except PermissionError:   # rewriting a 0444 file when not root

@@ -60,6 +60,8 @@ def scan(root: Path, catalog: dict) -> HostState:
     for addr in entries:
         d = _device(root, devs / addr, addr)
         st.devices[addr] = d
+        # trees copied without sys/class/pci_bus: a device's directory is its bus's
+        st.bus_dirs.setdefault(addr[:7], d.devpath.rsplit("/", 1)[0])
         base = root / "sys" / d.devpath
         for net in sorted((base / "net").glob("*")):
             d.nets.append(NetChild(net.name, up=_read(net / "operstate") == "up",

@@ -76,6 +76,11 @@ class SimSysfs(Sysfs):
                 return "bus", None, parts[3]
             if len(parts) == 6 and parts[3] == "devices":
                 return "device", parts[4], parts[5]
+            if len(parts) == 7 and parts[3] == "devices" and parts[5] == "driver":
+                # devices/ADDR/driver/unbind: follow the driver link
+                d = self.kernel.state.devices.get(parts[4])
+                if d is not None and d.driver:
+                    return "driver", d.driver, parts[6]
             if len(parts) == 6 and parts[3] == "drivers":
                 return "driver", parts[4], parts[5]
         real = os.path.realpath(self.root.path(rel))

@@ -160,6 +160,11 @@ class HostBuilder:
             self._load(info)
         return self
 
+    def new_group(self) -> int:
+        """A fresh IOMMU group number, for functions that must share one
+        (pass it as iommu_group= to each)."""
+        return self._group(AUTO)
+
     def autoprobe(self, enabled: bool) -> "HostBuilder":
         self.state.autoprobe = enabled
         return self
