@@ -19,7 +19,7 @@ mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
 hostname vm-test 2>/dev/null || busybox hostname vm-test
 
 read -r uptime _ </proc/uptime
-echo "$uptime" >"$out/booted"
+echo "$uptime" >"$out/booted.tmp" && mv "$out/booted.tmp" "$out/booted"
 echo "vm-guest: stage 2 up at ${uptime}s, running payload"
 
 sh "$out/payload.sh" >"$out/payload.log" 2>&1 </dev/null

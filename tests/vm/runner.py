@@ -302,7 +302,7 @@ class Guest:
                 broker.stop.set()
             pumper.join(5)
             console.close()
-            tail.pump()
+            tail.pump(final=True)
         self.qemu_status = proc.returncode
         self.total_seconds = time.monotonic() - t0
         try:
@@ -322,7 +322,7 @@ class Tail:
     def __init__(self, path, stream):
         self.path, self.stream, self.pos = path, stream, 0
 
-    def pump(self):
+    def pump(self, final=False):
         if self.stream is None:
             return
         try:
@@ -332,7 +332,7 @@ class Tail:
         except FileNotFoundError:
             return
         # Only whole lines, so guest and host output never interleave mid-line.
-        cut = data.rfind(b"\n") + 1
+        cut = len(data) if final else data.rfind(b"\n") + 1
         if cut:
             self.stream.write(data[:cut].decode(errors="replace"))
             self.stream.flush()
