@@ -1,0 +1,48 @@
+"""Shared fixtures: real in-tree vfio_pci aliases and device snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from vfio_flavourd.aliases import VariantIndex, parse_modules_alias
+from vfio_flavourd.pci import PciDevice, make_modalias
+
+# The override-only aliases of the in-tree variant drivers, as depmod writes
+# them (kernel-facts.md), with some host-driver and non-PCI lines around them.
+REAL_MODULES_ALIAS = """\
+# Aliases extracted from modules themselves.
+alias pci:v000015B3d0000101Dsv*sd*bc*sc*i* mlx5_core
+alias pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_core
+alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152
+alias acpi*:PNP0C0A:* battery
+alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci
+alias vfio_pci:v000019E5d0000A256sv*sd*bc*sc*i* hisi_acc_vfio_pci
+alias vfio_pci:v000019E5d0000A259sv*sd*bc*sc*i* hisi_acc_vfio_pci
+alias vfio_pci:v000019E5d0000A251sv*sd*bc*sc*i* hisi_acc_vfio_pci
+alias vfio_pci:v00001DD8d00001003sv*sd*bc*sc*i* pds_vfio_pci
+alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci
+alias vfio_pci:v00001AF4d00001042sv*sd*bc*sc*i* virtio_vfio_pci
+alias vfio_pci:v000010DEd00002342sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci
+alias vfio_pci:v000010DEd00002345sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci
+alias vfio_pci:v000010DEd00002348sv*sd*bc*sc*i* nvgrace_gpu_vfio_pci
+alias vfio_pci:v00008086d00004941sv*sd*bc*sc*i* qat_vfio_pci
+alias vfio_pci:v00008086d00004943sv*sd*bc*sc*i* qat_vfio_pci
+alias vfio_pci:v00008086d00004945sv*sd*bc*sc*i* qat_vfio_pci
+alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+"""
+
+
+@pytest.fixture
+def real_index():
+    aliases, warnings = parse_modules_alias(REAL_MODULES_ALIAS, "modules.alias")
+    assert warnings == []
+    return VariantIndex(aliases, None)
+
+
+def make_device(address="0000:3b:00.2", vendor=0x15B3, device=0x101E, sv=0x15B3, sd=0x0016,
+                class_code=0x020000, **kw) -> PciDevice:
+    return PciDevice(address=address, vendor=vendor, device=device, subsystem_vendor=sv,
+                     subsystem_device=sd, class_code=class_code,
+                     modalias=make_modalias(vendor, device, sv, sd, class_code), **kw)

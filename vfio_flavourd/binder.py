@@ -1,0 +1,352 @@
+"""Moving a device to the chosen driver, proving it, and never stranding it.
+
+The sequence (kernel-facts.md): modprobe the module; find the *driver* name
+it registered; write that to driver_override; unbind from the current driver;
+write the address to drivers_probe; read the driver link back, because
+drivers_probe reports success even when the probe failed.  On failure, try
+the rule's fallback, else restore the previous override and reprobe so the
+host driver gets the device back.
+
+Invariant: afterwards the device is on the chosen driver, the fallback's, or
+the driver it had before; no override is left naming a driver that does not
+hold it.
+"""
+
+from __future__ import annotations
+
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import guards, pci
+from .engine import is_vfio_driver
+from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
+from .modprobe import driver_names, normalise_module
+from .owners import OURS, override_owner
+from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
+
+OK_RESULTS = ("bound", "kept", "released", "dry-run", "skipped")
+
+
+@dataclass
+class Outcome:
+    address: str
+    action: str
+    result: str
+    module: Optional[str] = None
+    driver: Optional[str] = None
+    previous_driver: Optional[str] = None
+    rule: Optional[str] = None
+    message: str = ""
+    steps: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in OK_RESULTS
+
+    def as_dict(self) -> dict:
+        return {"address": self.address, "action": self.action, "result": self.result,
+                "ok": self.ok, "module": self.module, "driver": self.driver,
+                "previous_driver": self.previous_driver, "rule": self.rule,
+                "message": self.message, "steps": list(self.steps)}
+
+
+class _StepFailed(Exception):
+    pass
+
+
+class Binder:
+    def __init__(self, sysfs, loader, index, state, *, settle_timeout: float = 1.0):
+        self.sysfs = sysfs
+        self.loader = loader
+        self.index = index
+        self.state = state
+        self.settle_timeout = settle_timeout
+
+    def __repr__(self) -> str:
+        return f"<Binder {self.sysfs!r} {self.loader!r}>"
+
+    # -- small kernel operations ------------------------------------------------
+
+    def _dev(self, address: str, attr: str) -> str:
+        return f"{PCI_DEVICES}/{address}/{attr}"
+
+    def _gone(self, address: str) -> bool:
+        return not self.sysfs.exists(f"{PCI_DEVICES}/{address}")
+
+    def _write(self, out: Outcome, rel: str, value: str, what: str) -> None:
+        out.steps.append(f"{what}: write {value.strip() or repr(value)} to {rel}")
+        try:
+            self.sysfs.write(rel, value)
+        except SysfsError as e:
+            if self._gone(out.address):
+                raise DeviceGone(out.address) from None
+            raise _StepFailed(f"{what} failed: {e}") from None
+
+    def current_driver(self, address: str) -> Optional[str]:
+        return self.sysfs.link(self._dev(address, "driver"))
+
+    def settle(self, address: str, want: Optional[str]) -> Optional[str]:
+        """Read the driver link until it names `want` or the bounded wait
+        ends; PCI probing is synchronous for these drivers, so this normally
+        returns at the first read."""
+        deadline = time.monotonic() + self.settle_timeout
+        delay = 0.002
+        while True:
+            have = self.current_driver(address)
+            if have == want or time.monotonic() >= deadline:
+                return have
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def resolve_driver(self, module: str) -> str:
+        """The PCI driver name a loaded module registered."""
+        names = driver_names(self.sysfs, module)
+        if names:
+            return sorted(names)[0]
+        # Built-in drivers may lack sys/module/*/drivers: try the two usual
+        # spellings of the module name.
+        for guess in (module, module.replace("_", "-")):
+            if self.sysfs.exists(f"{PCI_DRIVERS}/{guess}"):
+                return guess
+        raise _StepFailed(f"module {module} is loaded but registers no PCI driver "
+                          f"(no sys/module/{module}/drivers/pci:*)")
+
+    def load(self, out: Outcome, module: str) -> str:
+        out.steps.append(f"modprobe {module}")
+        try:
+            self.loader.load(module)
+        except ModprobeError as e:
+            raise _StepFailed(str(e)) from None
+        driver = self.resolve_driver(module)
+        out.steps.append(f"module {module} registers driver {driver}")
+        return driver
+
+    # -- ownership ----------------------------------------------------------------
+
+    def override_owner(self, dev: pci.PciDevice) -> Optional[str]:
+        return override_owner(self.sysfs, self.state.read(), dev)
+
+    # -- bind -----------------------------------------------------------------------
+
+    def bind(self, dev: pci.PciDevice, module: str, rule=None, *, force=False,
+             dry_run=False) -> Outcome:
+        out = Outcome(dev.address, "bind", "failed", module=module,
+                      previous_driver=dev.driver, rule=rule.name if rule else None)
+        if dev.is_bridge:
+            out.result, out.message = "refused", "bridges are never bound to vfio"
+            return out
+        owner = self.override_owner(dev)
+        if owner not in (None, OURS) and not (rule and rule.takeover):
+            out.result = "refused"
+            out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
+                           "leaving it alone (a rule with 'takeover: true' may take it)")
+            return out
+        if not (force or (rule and rule.force)):
+            reasons = guards.refusals(self.sysfs, dev)
+            if reasons:
+                out.result = "refused"
+                out.message = ("refusing to unbind: " + "; ".join(reasons)
+                               + " (--force or 'force: true' overrides)")
+                return out
+        has_override = self.sysfs.exists(self._dev(dev.address, "driver_override"))
+        if not has_override and not (rule and rule.allow_new_id):
+            out.message = ("this kernel has no driver_override attribute for "
+                           f"{dev.address} (added in Linux 3.16); a rule with "
+                           "'allow_new_id: true' may use new_id instead")
+            return out
+        if dry_run:
+            out.result = "dry-run"
+            unbind = f", unbind from {dev.driver}" if dev.driver else ""
+            out.message = f"would modprobe {module}, set driver_override{unbind}, probe"
+            return out
+
+        candidates = [module]
+        if rule is not None and rule.fallback and rule.fallback != module \
+                and rule.fallback not in rule.deny:
+            candidates.append(rule.fallback)
+        failures = []
+        try:
+            for m in candidates:
+                try:
+                    driver = self.load(out, m)
+                    if has_override:
+                        self._override_sequence(out, dev, driver)
+                    else:
+                        self._new_id_sequence(out, dev, driver)
+                    out.result, out.module, out.driver = "bound", m, driver
+                    out.message = f"bound to {driver}" + (
+                        f" (fallback after: {'; '.join(failures)})" if failures else "")
+                    self.state.update(dev.address, {
+                        "module": m, "driver": driver, "rule": out.rule,
+                        "override": driver if has_override else None,
+                        "previous_driver": dev.driver, "previous_module": dev.driver_module,
+                        "previous_override": dev.driver_override, "outcome": "bound",
+                        "message": out.message})
+                    return out
+                except _StepFailed as e:
+                    failures.append(str(e))
+                    out.steps.append(f"failed: {e}")
+            self._restore(out, dev)
+            out.message = "; ".join(failures) + f"; {self._restored_text(out, dev)}"
+            self.state.update(dev.address, {
+                "module": module, "driver": None, "rule": out.rule, "override": None,
+                "previous_driver": dev.driver, "previous_module": dev.driver_module,
+                "previous_override": dev.driver_override, "outcome": "failed",
+                "message": out.message})
+        except DeviceGone:
+            out.result, out.message = "gone", "device disappeared (hot-unplug) during binding"
+            self.state.update(dev.address, None)
+        return out
+
+    def _override_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str) -> None:
+        a = dev.address
+        self._write(out, self._dev(a, "driver_override"), driver, "set override")
+        current = self.current_driver(a)
+        if current == driver:
+            return
+        if current is not None:
+            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
+        self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe")
+        got = self.settle(a, driver)
+        if got != driver:
+            if self._gone(a):
+                raise DeviceGone(a)
+            raise _StepFailed(f"probe by {driver} failed: the device is "
+                              f"{'on ' + got if got else 'unbound'} afterwards "
+                              "(drivers_probe reports success regardless; see dmesg)")
+
+    def _new_id_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str) -> None:
+        """For kernels without driver_override: a dynamic id on the driver,
+        removed again straight away so later devices with the same id are
+        not captured too."""
+        a = dev.address
+        ids = f"{dev.vendor:04x} {dev.device:04x}"
+        current = self.current_driver(a)
+        if current == driver:
+            return
+        if current is not None:
+            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
+        try:
+            self._write(out, f"{PCI_DRIVERS}/{driver}/new_id", ids, "add dynamic id")
+            got = self.settle(a, driver)
+        finally:
+            try:
+                self._write(out, f"{PCI_DRIVERS}/{driver}/remove_id", ids, "remove dynamic id")
+            except _StepFailed as e:
+                out.steps.append(f"warning: {e}")
+        if got != driver:
+            raise _StepFailed(f"probe by {driver} through new_id failed")
+
+    def _restore(self, out: Outcome, dev: pci.PciDevice) -> None:
+        """Put the device back as it was: the previous override, and its
+        previous driver (by reprobe, then by an explicit bind)."""
+        a = dev.address
+        out.steps.append("rolling back")
+        if self.sysfs.exists(self._dev(a, "driver_override")):
+            try:
+                self._write(out, self._dev(a, "driver_override"),
+                            dev.driver_override or "\n", "restore override")
+            except _StepFailed as e:
+                out.steps.append(f"warning: {e}")
+        current = self.current_driver(a)
+        if current is not None and current != dev.driver:
+            try:
+                self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
+            except _StepFailed as e:
+                out.steps.append(f"warning: {e}")
+        if self.current_driver(a) is None:
+            try:
+                self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+            except _StepFailed as e:
+                out.steps.append(f"warning: {e}")
+            got = self.settle(a, dev.driver)
+            if got is None and dev.driver is not None:
+                try:
+                    self._write(out, f"{PCI_DRIVERS}/{dev.driver}/bind", a,
+                                f"bind back to {dev.driver}")
+                except _StepFailed as e:
+                    out.steps.append(f"warning: {e}")
+        out.driver = self.current_driver(a)
+
+    def _restored_text(self, out: Outcome, dev: pci.PciDevice) -> str:
+        if out.driver == dev.driver:
+            return (f"returned to {dev.driver}" if dev.driver
+                    else "left unbound, as it was")
+        return (f"WARNING: could not return it to {dev.driver}; it is now on "
+                f"{out.driver or 'no driver'}")
+
+    # -- release ------------------------------------------------------------------------
+
+    def release(self, dev: pci.PciDevice, *, force=False, dry_run=False) -> Outcome:
+        a = dev.address
+        out = Outcome(a, "release", "failed", previous_driver=dev.driver)
+        rec = self.state.get(a) or {}
+        out.rule = rec.get("rule")
+        owner = self.override_owner(dev)
+        if owner not in (None, OURS) and not force:
+            out.result = "refused"
+            out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
+                           "not ours to clear (--force clears it)")
+            return out
+        on_vfio = is_vfio_driver(dev, self.index.modules())
+        if dry_run:
+            out.result = "dry-run"
+            out.message = ("would clear driver_override" if dev.driver_override else
+                           "no override to clear") + (
+                f", unbind from {dev.driver} and reprobe" if on_vfio else "")
+            return out
+        try:
+            if dev.driver_override is not None:
+                self._write(out, self._dev(a, "driver_override"), "\n", "clear override")
+            if on_vfio:
+                self._write(out, f"{PCI_DRIVERS}/{dev.driver}/unbind", a,
+                            f"unbind from {dev.driver}")
+            if self.current_driver(a) is None:
+                self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+                host_module = rec.get("previous_module") or (
+                    normalise_module(rec["previous_driver"]) if rec.get("previous_driver") else None)
+                if self.settle(a, rec.get("previous_driver")) is None and host_module:
+                    try:
+                        self.loader.load(host_module)
+                        out.steps.append(f"modprobe {host_module}")
+                    except ModprobeError as e:
+                        out.steps.append(f"warning: {e}")
+                    if self.current_driver(a) is None:
+                        self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+            out.driver = self.settle(a, rec.get("previous_driver"))
+        except _StepFailed as e:
+            out.message = str(e)
+            out.driver = self.current_driver(a)
+            return out
+        except DeviceGone:
+            out.result, out.message = "gone", "device disappeared (hot-unplug) during release"
+            self.state.update(a, None)
+            return out
+        out.result = "released"
+        out.message = (f"on host driver {out.driver}" if out.driver
+                       else "unbound: no host driver claimed it")
+        self.state.update(a, None)
+        return out
+
+    # -- sriov ------------------------------------------------------------------------------
+
+    def set_sriov_autoprobe(self, dev: pci.PciDevice, value: bool, out: Outcome) -> None:
+        if dev.sriov_drivers_autoprobe is None or dev.sriov_drivers_autoprobe == value:
+            return
+        try:
+            self._write(out, self._dev(dev.address, "sriov_drivers_autoprobe"),
+                        "1" if value else "0", "set sriov_drivers_autoprobe")
+        except _StepFailed as e:
+            out.steps.append(f"warning: {e}")
+
+
+def fresh(sysfs, address: str) -> Optional[pci.PciDevice]:
+    try:
+        return pci.read_device(sysfs, address)
+    except (UnknownDevice, DeviceGone):
+        return None
+
+
+

@@ -1,0 +1,74 @@
+"""Command line: global options, then a command.
+
+User mistakes end as "vfio-flavourd: error: ..." lines and a non-zero exit,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__, commands
+from .errors import FlavourdError, PolicyError
+from .root import ENV_ROOT, Root
+
+PROG = "vfio-flavourd"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Give each PCI device the most specific VFIO driver its flavour "
+                    "policy asks for.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--root", metavar="DIR", default=None,
+                   help=f"treat DIR as / (default: ${ENV_ROOT} or /)")
+    p.add_argument("--kernel-release", metavar="REL", default=None,
+                   help="kernel release whose modules.alias to read (default: uname -r, "
+                        "or the root's proc/sys/kernel/osrelease)")
+    p.add_argument("--policy", metavar="FILE", action="append", default=[],
+                   help="read this policy file instead of the policy.d search path "
+                        "(repeatable)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in commands.COMMANDS:
+        mod = commands.load(name)
+        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP[0].upper() + mod.HELP[1:] + ".")
+        mod.add_arguments(sp)
+        sp.set_defaults(_module=mod)
+    return p
+
+
+def make_context(args):
+    from .context import Context
+    root = Root(args.root, kernel_release=args.kernel_release)
+    return Context(root, policy_paths=args.policy)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ctx = make_context(args)
+        return args._module.run(ctx, args)
+    except PolicyError as e:
+        for problem in e.problems:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        print(f"{PROG}: error: the policy has {len(e.problems)} problem"
+              f"{'s' if len(e.problems) != 1 else ''}; nothing was done", file=sys.stderr)
+        return 1
+    except FlavourdError as e:
+        for line in str(e).splitlines():
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `vfio-flavourd plan | head` is not an error.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

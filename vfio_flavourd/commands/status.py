@@ -1,0 +1,65 @@
+"""`status`: the devices this tool manages, checked against sysfs."""
+
+from __future__ import annotations
+
+from ..binder import fresh
+from ..iommu import group_status
+from ..output import dump_json, table
+
+NAME = "status"
+HELP = "show the devices vfio-flavourd manages and whether their groups are viable"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+
+def collect(ctx) -> list:
+    rows = []
+    vfio_modules = ctx.index.modules()
+    for address, rec in sorted(ctx.state.read().items()):
+        dev = fresh(ctx.sysfs, address)
+        current = dev.driver if dev else None
+        group = group_status(ctx.sysfs, dev.iommu_group if dev else None, vfio_modules)
+        expected = rec.get("driver")
+        rows.append({
+            "address": address,
+            "present": dev is not None,
+            "rule": rec.get("rule"),
+            "module": rec.get("module"),
+            "driver": expected,
+            "current_driver": current,
+            "in_sync": dev is not None and (expected is None or current == expected),
+            "outcome": rec.get("outcome"),
+            "message": rec.get("message"),
+            "since": rec.get("since"),
+            "previous_driver": rec.get("previous_driver"),
+            "iommu_group": group.group,
+            "group_viable": group.viable,
+            "group_blockers": [{"address": a, "driver": d} for a, d in group.blockers],
+        })
+    return rows
+
+
+def run(ctx, args) -> int:
+    rows = collect(ctx)
+    if args.json:
+        dump_json(rows)
+        return 0
+    if not rows:
+        print("vfio-flavourd manages no devices")
+        return 0
+
+    def group_text(r):
+        if r["iommu_group"] is None:
+            return "none"
+        if r["group_viable"]:
+            return f"{r['iommu_group']} viable"
+        return f"{r['iommu_group']} blocked by " + ", ".join(
+            f"{b['address']} ({b['driver']})" for b in r["group_blockers"])
+
+    table(("ADDRESS", "RULE", "MODULE", "DRIVER", "NOW", "OUTCOME", "SINCE", "IOMMU GROUP"),
+          [(r["address"], r["rule"], r["module"], r["driver"],
+            (r["current_driver"] or "none") + ("" if r["in_sync"] else " (!)"),
+            r["outcome"], r["since"], group_text(r)) for r in rows])
+    return 0

@@ -1,0 +1,208 @@
+"""Deciding, for one device, which module should drive it and why.
+
+Pure: takes a device snapshot, the policy and the variant index, returns a
+Decision that carries its own reasoning.  Nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .aliases import CATCH_ALL, Alias, VariantIndex
+from .modprobe import normalise_module
+from .owners import OURS
+from .pci import PciDevice
+from .policy import Policy, Rule
+
+BIND, KEEP, RELEASE, NONE = "bind", "keep", "release", "none"
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule: Rule
+    matched: bool
+    reasons: tuple          # one line per match key
+
+
+@dataclass(frozen=True)
+class Candidate:
+    alias: Alias
+    verdict: str            # chosen | preferred | denied | variants-off | outranked | tie
+
+
+@dataclass
+class Decision:
+    device: PciDevice
+    rule: Optional[Rule] = None
+    module: Optional[str] = None        # module name, as modules.alias spells it
+    action: str = NONE
+    reason: str = ""
+    candidates: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    trace: list = field(default_factory=list)
+    tie: tuple = ()
+    owner: Optional[str] = None          # who set driver_override, if anyone
+
+    @property
+    def flavour(self) -> Optional[str]:
+        return self.rule.flavour if self.rule else None
+
+
+def current_module(dev: PciDevice) -> Optional[str]:
+    """The module behind the device's bound driver: its `module` link when
+    sysfs has one, else the driver name with '-' read as '_'."""
+    if dev.driver is None:
+        return None
+    return normalise_module(dev.driver_module or dev.driver)
+
+
+def is_vfio_driver(dev: PciDevice, vfio_modules) -> bool:
+    """Is the device on vfio-pci or a variant?  `vfio_modules`: the modules
+    with vfio_pci aliases (a variant with no alias still has "vfio" in its
+    driver name by convention)."""
+    mod = current_module(dev)
+    if mod is None:
+        return False
+    return mod == CATCH_ALL or mod in vfio_modules or "vfio" in (dev.driver or "")
+
+
+def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Decision) -> Optional[str]:
+    """Rank the vfio_pci aliases matching the device, apply prefer / deny /
+    variants / fallback, and record every candidate's verdict."""
+    matches = index.matching(dev.modalias)
+    deny = set(rule.deny)
+    verdicts: dict = {}
+    usable = []
+    for a in matches:
+        if a.is_catch_all:
+            continue
+        if a.module in deny:
+            verdicts[a] = "denied"
+        elif not rule.variants:
+            verdicts[a] = "variants-off"
+        else:
+            usable.append(a)
+
+    chosen: Optional[str] = None
+    for pref in rule.prefer:
+        hit = [a for a in usable if a.module == pref]
+        if hit:
+            chosen = pref
+            verdicts[hit[0]] = "preferred"
+            decision.notes.append(f"prefer: {pref} matches the device and wins outright")
+            break
+    if chosen is None and rule.prefer:
+        decision.notes.append("prefer: none of " + ", ".join(rule.prefer)
+                              + " has an allowed alias matching the device")
+
+    if chosen is None and usable:
+        best = usable[0].wildcards
+        top = sorted({a.module for a in usable if a.wildcards == best})
+        chosen = top[0]
+        if len(top) > 1:
+            decision.tie = tuple(top)
+            decision.notes.append(
+                f"tie: {', '.join(top)} match with {best} wildcard fields each; "
+                f"{chosen} wins by name (add 'prefer' to choose)")
+
+    for a in usable:
+        if a not in verdicts:
+            if a.module == chosen:
+                verdicts[a] = "chosen"
+            elif chosen in decision.tie and a.module in decision.tie:
+                verdicts[a] = "tie"
+            else:
+                verdicts[a] = "outranked"
+
+    if deny & {a.module for a in matches}:
+        decision.notes.append("deny: removed " + ", ".join(
+            sorted(deny & {a.module for a in matches})))
+    if not rule.variants:
+        decision.notes.append("variants: false, only the fallback may be used")
+
+    if chosen is None:
+        fb = rule.fallback
+        if fb is None:
+            decision.notes.append("no allowed variant matches and fallback is none: "
+                                  "leaving the device alone")
+        elif fb in deny:
+            decision.notes.append(f"fallback {fb} is denied: leaving the device alone")
+            fb = None
+        else:
+            decision.notes.append(f"no allowed variant matches: using fallback {fb}")
+        chosen = fb
+    for a in matches:
+        if a.is_catch_all:
+            verdicts[a] = "chosen" if chosen == a.module else "catch-all"
+    decision.candidates = [Candidate(a, verdicts[a]) for a in matches]
+    return chosen
+
+
+def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
+           owner: Optional[str] = None) -> Decision:
+    """`owner`: who set the device's driver_override, when it has one
+    ("vfio-flavourd", "driverctl", ...); another tool's override is left
+    alone unless the rule says takeover."""
+    d = Decision(device=dev)
+    for rule in policy.rules:
+        checks = rule.match.check(dev)
+        matched = all(ok for _, ok, _ in checks)
+        d.trace.append(RuleTrace(rule, matched, tuple(r for _, _, r in checks)))
+        if matched:
+            d.rule = rule
+            break
+    if d.rule is None:
+        d.reason = "no rule claims this device"
+        return d
+    return _apply_rule(d, d.rule, index, owner)
+
+
+def decide_with_rule(dev: PciDevice, rule: Rule, index: VariantIndex,
+                     owner: Optional[str] = None) -> Decision:
+    """The decision `rule` gives for `dev`, whether or not it matches (for
+    IOMMU group members claimed through another device's rule)."""
+    d = Decision(device=dev, rule=rule)
+    return _apply_rule(d, rule, index, owner)
+
+
+def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: Optional[str]) -> Decision:
+    dev = d.device
+    d.owner = owner
+    if owner not in (None, OURS) and rule.flavour != "ignore" and not rule.takeover:
+        d.reason = (f"driver_override {dev.driver_override!r} was set by {owner}; "
+                    "leaving it alone ('takeover: true' takes it)")
+        return d
+    if rule.flavour == "ignore":
+        d.reason = f"rule {rule.name} says ignore"
+        return d
+    if rule.flavour == "host":
+        if is_vfio_driver(dev, index.modules()):
+            d.action = RELEASE
+            d.reason = f"rule {rule.name} gives it to its host driver; it is on {dev.driver}"
+        else:
+            d.reason = f"rule {rule.name} gives it to its host driver"
+        return d
+    # flavour: vfio
+    if dev.is_bridge:
+        d.reason = "bridges are never bound to vfio"
+        return d
+    d.module = choose_module(rule, dev, index, d)
+    if d.module is None:
+        d.reason = d.notes[-1] if d.notes else "nothing to bind"
+        return d
+    cur = current_module(dev)
+    if cur == d.module:
+        d.action, d.reason = KEEP, f"already on {dev.driver}"
+    elif cur is not None and is_vfio_driver(dev, index.modules()) and not rule.upgrade:
+        d.action = KEEP
+        d.reason = (f"already on vfio driver {dev.driver}; 'upgrade: true' would move it "
+                    f"to {d.module}")
+    else:
+        d.action = BIND
+        d.reason = f"rule {rule.name} wants {d.module}"
+    return d
+
+
+def plan(devices, policy: Policy, index: VariantIndex, owners=None) -> list:
+    owners = owners or {}
+    return [decide(dev, policy, index, owners.get(dev.address)) for dev in devices]

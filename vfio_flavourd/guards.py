@@ -1,0 +1,151 @@
+"""Safety guards: reasons not to take a device away from its host driver.
+
+Users' worst stories with binding tools are the NIC they were logged in
+through and the disk the root filesystem was on.  Each check returns a
+sentence naming what would break; an empty list means the device is safe.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from .pci import PciDevice
+from .root import PCI_DEVICES
+from .sysfs import Sysfs
+
+
+def _descendants(sysfs: Sysfs, address: str) -> Iterator[tuple]:
+    """(name, path) of every directory below the device's own sysfs dir,
+    links not followed (they lead out of the device)."""
+    top = os.path.realpath(sysfs.root.path(f"{PCI_DEVICES}/{address}"))
+    if not os.path.isdir(top):
+        return
+    for dirpath, dirnames, _ in os.walk(top):
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                dirnames.remove(d)
+        if dirpath != top:
+            yield os.path.basename(dirpath), dirpath
+
+
+def _subsystem(path: str):
+    try:
+        return os.path.basename(os.readlink(os.path.join(path, "subsystem")))
+    except OSError:
+        return None
+
+
+def block_devices(sysfs: Sysfs, address: str) -> dict:
+    """{name: "major:minor"} of disks and partitions below the device."""
+    found = {}
+    for name, path in _descendants(sysfs, address):
+        devfile = os.path.join(path, "dev")
+        if not os.path.isfile(devfile):
+            continue
+        parent = os.path.basename(os.path.dirname(path))
+        if (_subsystem(path) == "block" or parent == "block"
+                or sysfs.exists(f"sys/class/block/{name}") or sysfs.exists(f"sys/block/{name}")):
+            try:
+                with open(devfile) as f:
+                    found[name] = f.read().strip()
+            except OSError:
+                continue
+    return found
+
+
+def net_interfaces(sysfs: Sysfs, address: str) -> list:
+    out = []
+    for name, path in _descendants(sysfs, address):
+        parent = os.path.basename(os.path.dirname(path))
+        if _subsystem(path) == "net" or (parent == "net" and os.path.isfile(
+                os.path.join(path, "operstate"))):
+            out.append((name, path))
+    return out
+
+
+def _mounted_devnums(sysfs: Sysfs) -> dict:
+    """{"major:minor": mount point} from proc/self/mountinfo."""
+    out = {}
+    text = sysfs.read("proc/self/mountinfo") or ""
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5:
+            out.setdefault(f[2], f[4])
+    return out
+
+
+def _swaps(sysfs: Sysfs) -> set:
+    text = sysfs.read("proc/swaps") or ""
+    return {os.path.basename(line.split()[0]) for line in text.splitlines()[1:] if line.split()}
+
+
+def _routed_interfaces(sysfs: Sysfs) -> set:
+    names = set()
+    for line in (sysfs.read("proc/net/route") or "").splitlines()[1:]:
+        f = line.split()
+        if f:
+            names.add(f[0])
+    for line in (sysfs.read("proc/net/ipv6_route") or "").splitlines():
+        f = line.split()
+        # Link-local and multicast routes come with any interface that is up;
+        # they say nothing about it carrying traffic someone depends on.
+        if len(f) == 10 and not f[0].startswith(("fe80", "ff")) and f[9] != "lo":
+            names.add(f[9])
+    return names
+
+
+def check_storage(sysfs: Sysfs, dev: PciDevice) -> list:
+    disks = block_devices(sysfs, dev.address)
+    if not disks:
+        return []
+    reasons = []
+    mounted = _mounted_devnums(sysfs)
+    swaps = _swaps(sysfs)
+    for name, devnum in sorted(disks.items()):
+        if devnum in mounted:
+            reasons.append(f"/dev/{name} is mounted on {mounted[devnum]}")
+        if name in swaps:
+            reasons.append(f"/dev/{name} is active swap")
+        holders = sysfs.entries(f"sys/class/block/{name}/holders") or sysfs.entries(
+            f"sys/block/{name}/holders")
+        if holders:
+            reasons.append(f"/dev/{name} is held by {', '.join(holders)} (md, LVM or dm member)")
+    return reasons
+
+
+def check_network(sysfs: Sysfs, dev: PciDevice) -> list:
+    routed = None
+    reasons = []
+    for name, path in net_interfaces(sysfs, dev.address):
+        try:
+            with open(os.path.join(path, "operstate")) as f:
+                state = f.read().strip()
+        except OSError:
+            continue
+        if state != "up":
+            continue
+        if routed is None:
+            routed = _routed_interfaces(sysfs)
+        if name in routed:
+            reasons.append(f"network interface {name} is up and has routes")
+    return reasons
+
+
+def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
+    if not dev.boot_vga:
+        return []
+    for fb in sysfs.entries("sys/class/graphics"):
+        target = os.path.realpath(sysfs.root.path(f"sys/class/graphics/{fb}/device"))
+        if os.path.basename(target) == dev.address:
+            return [f"it is the boot VGA device and framebuffer {fb} is on it"]
+    for vt in sysfs.entries("sys/class/vtconsole"):
+        name = sysfs.read(f"sys/class/vtconsole/{vt}/name") or ""
+        if sysfs.read(f"sys/class/vtconsole/{vt}/bind") == "1" and "frame buffer" in name:
+            return [f"it is the boot VGA device and the console ({vt}) is on a framebuffer"]
+    return []
+
+
+def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
+    """Every reason not to unbind this device from its host driver."""
+    return check_storage(sysfs, dev) + check_network(sysfs, dev) + check_console(sysfs, dev)

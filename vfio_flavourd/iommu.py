@@ -1,0 +1,46 @@
+"""IOMMU group viability, as the kernel's vfio core judges it.
+
+A group can be used through /dev/vfio/N only when every endpoint in it is
+bound to a vfio driver or pci-stub, or to no driver; bridges do not count
+(vfio_dev_driver_allowed and the group walk in drivers/vfio/group.c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from . import pci
+from .engine import is_vfio_driver
+from .errors import DeviceGone, UnknownDevice
+from .sysfs import Sysfs
+
+NEUTRAL_DRIVERS = ("pci-stub",)
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    group: Optional[str]
+    members: tuple
+    blockers: tuple          # ((address, driver), ...)
+
+    @property
+    def viable(self) -> bool:
+        return self.group is not None and not self.blockers
+
+
+def group_status(sysfs: Sysfs, group: Optional[str], vfio_modules=()) -> GroupStatus:
+    if group is None:
+        return GroupStatus(None, (), ())
+    members = tuple(pci.iommu_group_members(sysfs, group))
+    blockers = []
+    for address in members:
+        try:
+            dev = pci.read_device(sysfs, address)
+        except (DeviceGone, UnknownDevice):
+            continue
+        if dev.is_bridge or dev.driver is None or dev.driver in NEUTRAL_DRIVERS:
+            continue
+        if not is_vfio_driver(dev, vfio_modules):
+            blockers.append((address, dev.driver))
+    return GroupStatus(group, members, tuple(blockers))

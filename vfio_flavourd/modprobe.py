@@ -1,0 +1,69 @@
+"""Loading kernel modules, and mapping module names to driver names."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from typing import Optional, Sequence
+
+from .errors import ModprobeError
+from .root import SYS_MODULE, Root
+from .sysfs import Sysfs
+
+MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+ENV_MODPROBE = "VFIO_FLAVOURD_MODPROBE"
+
+
+def normalise_module(name: str) -> str:
+    """kmod treats '-' and '_' in module names as the same character; so do we
+    when comparing.  (Driver names are a different namespace: never
+    normalise those.)"""
+    return name.replace("-", "_")
+
+
+def valid_module_name(name: str) -> bool:
+    return bool(MODULE_NAME_RE.match(name))
+
+
+class ModuleLoader:
+    """Runs modprobe as an argv list, with "--" before the module name."""
+
+    def __init__(self, command: Optional[Sequence[str]] = None, timeout: float = 60.0):
+        if command is None:
+            command = shlex.split(os.environ.get(ENV_MODPROBE, "modprobe"))
+        self.command = list(command)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"ModuleLoader({self.command!r})"
+
+    def load(self, module: str) -> None:
+        if not valid_module_name(module):
+            raise ModprobeError(module, "not a valid module name")
+        argv = [*self.command, "--", module]
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=self.timeout)
+        except FileNotFoundError:
+            raise ModprobeError(module, f"{self.command[0]}: command not found") from None
+        except subprocess.TimeoutExpired:
+            raise ModprobeError(module, f"timed out after {self.timeout:.0f} s") from None
+        if proc.returncode != 0:
+            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            raise ModprobeError(module, msg[-1] if msg else f"exit status {proc.returncode}")
+
+
+def driver_names(sysfs: Sysfs, module: str) -> list:
+    """PCI driver names a loaded module registers, from
+    sys/module/MODULE/drivers/pci:NAME (module vfio_pci registers vfio-pci).
+    [] when the module is not loaded or registers no PCI driver."""
+    base = f"{SYS_MODULE}/{normalise_module(module)}/drivers"
+    return [e[len("pci:"):] for e in sysfs.entries(base) if e.startswith("pci:")]
+
+
+def module_of_driver(sysfs: Sysfs, driver: str) -> Optional[str]:
+    """The module behind a bound driver, from sys/bus/pci/drivers/NAME/module;
+    None for built-in drivers that have no module link."""
+    return sysfs.link(f"sys/bus/pci/drivers/{driver}/module")

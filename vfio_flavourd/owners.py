@@ -1,0 +1,27 @@
+"""Who set a device's driver_override.
+
+Other tools set overrides too: driverctl (which saves them in
+etc/driverctl.d/pci-ADDRESS) and libvirt (when it detaches a managed host
+device).  We take over only what we set ourselves, unless a rule says so.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+OURS = "vfio-flavourd"
+DRIVERCTL = "driverctl"
+UNKNOWN = "another tool (libvirt?)"
+
+
+def override_owner(sysfs, state_records: dict, dev) -> Optional[str]:
+    """OURS when our state says we wrote this very override, DRIVERCTL when
+    driverctl saved one for the device, else UNKNOWN; None when unset."""
+    if dev.driver_override is None:
+        return None
+    rec = state_records.get(dev.address)
+    if rec and rec.get("override") == dev.driver_override:
+        return OURS
+    if sysfs.exists(f"etc/driverctl.d/pci-{dev.address}"):
+        return DRIVERCTL
+    return UNKNOWN

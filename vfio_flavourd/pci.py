@@ -1,0 +1,165 @@
+"""PCI devices as sysfs shows them, read into plain snapshots.
+
+The engine works on PciDevice snapshots and never touches sysfs itself.
+Attributes that an old kernel or a bridge lacks are None, never an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from .errors import DeviceGone, UnknownDevice, UsageError
+from .root import PCI_DEVICES
+from .sysfs import Sysfs
+
+# Domains are 4 hex digits, except behind Intel VMD, which adds 5-digit ones.
+ADDRESS_RE = re.compile(r"^[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+CLASS_BRIDGE_HOST = 0x0600
+CLASS_BRIDGE_PCI = 0x0604
+
+
+def normalise_address(text: str) -> str:
+    """Accept "3b:00.1" and upper case from a person; return the kernel's form."""
+    t = text.strip().lower()
+    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", t):
+        t = "0000:" + t
+    if not ADDRESS_RE.match(t):
+        raise UsageError(f"{text!r} is not a PCI address (expected DOMAIN:BUS:SLOT.FUNC, "
+                         "e.g. 0000:3b:00.1)")
+    return t
+
+
+def _hex(value: Optional[str]) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+def _int(value: Optional[str]) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def make_modalias(vendor: int, device: int, sv: int, sd: int, class_code: int) -> str:
+    """What the kernel's modalias attribute would say (pci_uevent /
+    modalias_show), for kernels or copies that lack the attribute."""
+    return ("pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X"
+            % (vendor, device, sv, sd, class_code >> 16, (class_code >> 8) & 0xFF,
+               class_code & 0xFF))
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    address: str
+    vendor: int
+    device: int
+    subsystem_vendor: Optional[int] = None
+    subsystem_device: Optional[int] = None
+    class_code: int = 0           # 24-bit: base class, subclass, prog-if
+    revision: Optional[int] = None
+    modalias: str = ""
+    driver: Optional[str] = None  # bound driver's *driver* name
+    driver_module: Optional[str] = None  # the module behind it (None: built in)
+    driver_override: Optional[str] = None
+    iommu_group: Optional[str] = None
+    physfn: Optional[str] = None  # PF address when this is an SR-IOV VF
+    virtfns: tuple = ()
+    sriov_totalvfs: Optional[int] = None
+    sriov_numvfs: Optional[int] = None
+    sriov_drivers_autoprobe: Optional[bool] = None
+    numa_node: Optional[int] = None
+    boot_vga: Optional[bool] = None
+
+    @property
+    def is_vf(self) -> bool:
+        return self.physfn is not None
+
+    @property
+    def is_bridge(self) -> bool:
+        return (self.class_code >> 8) in (CLASS_BRIDGE_HOST, CLASS_BRIDGE_PCI)
+
+    @property
+    def id_text(self) -> str:
+        return f"{self.vendor:04x}:{self.device:04x}"
+
+    def __repr__(self) -> str:
+        return f"<PciDevice {self.address} {self.id_text} driver={self.driver}>"
+
+
+def read_device(sysfs: Sysfs, address: str) -> PciDevice:
+    """One device's snapshot.  Raises UnknownDevice when there is no such
+    device, DeviceGone when it vanished half-way through the read."""
+    base = f"{PCI_DEVICES}/{address}"
+    if not sysfs.exists(base):
+        raise UnknownDevice(address)
+    vendor = _hex(sysfs.read(f"{base}/vendor"))
+    device = _hex(sysfs.read(f"{base}/device"))
+    if vendor is None or device is None:
+        if not sysfs.exists(base):
+            raise DeviceGone(address)
+        raise UnknownDevice(address)
+    sv = _hex(sysfs.read(f"{base}/subsystem_vendor"))
+    sd = _hex(sysfs.read(f"{base}/subsystem_device"))
+    class_code = _hex(sysfs.read(f"{base}/class")) or 0
+    modalias = sysfs.read(f"{base}/modalias") or make_modalias(
+        vendor, device, sv or 0, sd or 0, class_code)
+    override = sysfs.read(f"{base}/driver_override")
+    if override in ("(null)", ""):
+        override = None
+    entries = sysfs.entries(base)
+    virtfns = sorted(
+        (e for e in entries if e.startswith("virtfn") and e[6:].isdigit()),
+        key=lambda e: int(e[6:]))
+    driver = sysfs.link(f"{base}/driver")
+    driver_module = sysfs.link(f"sys/bus/pci/drivers/{driver}/module") if driver else None
+    autoprobe = _int(sysfs.read(f"{base}/sriov_drivers_autoprobe"))
+    boot_vga = _int(sysfs.read(f"{base}/boot_vga"))
+    return PciDevice(
+        address=address,
+        vendor=vendor,
+        device=device,
+        subsystem_vendor=sv,
+        subsystem_device=sd,
+        class_code=class_code,
+        revision=_hex(sysfs.read(f"{base}/revision")),
+        modalias=modalias,
+        driver=driver,
+        driver_module=driver_module,
+        driver_override=override,
+        iommu_group=sysfs.link(f"{base}/iommu_group"),
+        physfn=sysfs.link(f"{base}/physfn"),
+        virtfns=tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
+        sriov_totalvfs=_int(sysfs.read(f"{base}/sriov_totalvfs")),
+        sriov_numvfs=_int(sysfs.read(f"{base}/sriov_numvfs")),
+        sriov_drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
+        numa_node=_int(sysfs.read(f"{base}/numa_node")),
+        boot_vga=None if boot_vga is None else bool(boot_vga),
+    )
+
+
+def addresses(sysfs: Sysfs) -> list:
+    return [a for a in sysfs.entries(PCI_DEVICES) if ADDRESS_RE.match(a)]
+
+
+def scan(sysfs: Sysfs) -> Iterator[PciDevice]:
+    """Every PCI device, in address order.  A device that vanishes while we
+    scan is skipped: hot-unplug during a scan is normal."""
+    for address in addresses(sysfs):
+        try:
+            yield read_device(sysfs, address)
+        except (DeviceGone, UnknownDevice):
+            continue
+
+
+def iommu_group_members(sysfs: Sysfs, group: str) -> list:
+    return sysfs.entries(f"sys/kernel/iommu_groups/{group}/devices")

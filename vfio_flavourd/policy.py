@@ -1,0 +1,126 @@
+"""The flavour policy: rules and how a rule's match applies to a device.
+
+Pure data and logic: loading and validating the YAML lives in policy_load.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .pci import PciDevice
+
+FLAVOURS = ("vfio", "host", "ignore")
+GROUP_MODES = ("device", "all")
+
+
+@dataclass(frozen=True)
+class ClassPrefix:
+    """A prefix of the 24-bit class code: "02" (base), "0200" (+subclass),
+    "020000" (+prog-if)."""
+    value: int
+    digits: int
+
+    def matches(self, class_code: int) -> bool:
+        return (class_code >> (24 - 4 * self.digits)) == self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:0{self.digits}x}"
+
+
+@dataclass(frozen=True)
+class Match:
+    vendor: Optional[tuple] = None
+    device: Optional[tuple] = None
+    subsystem_vendor: Optional[tuple] = None
+    subsystem_device: Optional[tuple] = None
+    class_: Optional[tuple] = None       # of ClassPrefix
+    address: Optional[tuple] = None      # globs
+    physfn: Optional[tuple] = None       # globs
+    virtfn: Optional[bool] = None
+    driver: Optional[tuple] = None       # globs on the bound driver's name
+
+    def check(self, dev: PciDevice) -> list:
+        """[(key, matched, reason)] for every key this match sets, in a fixed
+        order.  The rule matches when every entry matched."""
+        out = []
+
+        def ids(key, have):
+            want = getattr(self, key)
+            if want is None:
+                return
+            shown = "/".join(f"{w:04x}" for w in want)
+            if have is None:
+                out.append((key, False, f"{key}: device has none (wanted {shown})"))
+            else:
+                ok = have in want
+                out.append((key, ok, f"{key} {have:04x} {'is' if ok else 'is not'} {shown}"))
+
+        def globs(key, have, label):
+            want = getattr(self, key if key != "class_" else "class_")
+            if want is None:
+                return
+            shown = " or ".join(want)
+            if have is None:
+                out.append((key, False, f"{label}: device has none (wanted {shown})"))
+            else:
+                ok = any(fnmatch.fnmatchcase(have, g) for g in want)
+                out.append((key, ok, f"{label} {have} {'matches' if ok else 'does not match'} {shown}"))
+
+        ids("vendor", dev.vendor)
+        ids("device", dev.device)
+        ids("subsystem_vendor", dev.subsystem_vendor)
+        ids("subsystem_device", dev.subsystem_device)
+        if self.class_ is not None:
+            ok = any(c.matches(dev.class_code) for c in self.class_)
+            shown = " or ".join(str(c) for c in self.class_)
+            out.append(("class", ok, f"class {dev.class_code:06x} "
+                        f"{'starts with' if ok else 'does not start with'} {shown}"))
+        globs("address", dev.address, "address")
+        globs("physfn", dev.physfn, "physfn")
+        if self.virtfn is not None:
+            ok = dev.is_vf == self.virtfn
+            what = f"a VF of {dev.physfn}" if dev.is_vf else "not a VF"
+            out.append(("virtfn", ok, f"virtfn: device is {what} (wanted virtfn: "
+                        f"{str(self.virtfn).lower()})"))
+        globs("driver", dev.driver, "driver")
+        return out
+
+    def matches(self, dev: PciDevice) -> bool:
+        return all(ok for _, ok, _ in self.check(dev))
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Match
+    flavour: str
+    origin: str = "<policy>"          # "file:line" of the rule
+    prefer: tuple = ()
+    deny: tuple = ()
+    variants: bool = True
+    fallback: Optional[str] = "vfio_pci"   # None: leave the device alone
+    description: Optional[str] = None
+    # Binding behaviour, used by the binder (see docs/policy).
+    force: bool = False
+    takeover: bool = False
+    upgrade: bool = False
+    group: str = "device"
+    sriov_drivers_autoprobe: Optional[bool] = None
+    allow_new_id: bool = False
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.name} ({self.flavour}) at {self.origin}>"
+
+
+@dataclass
+class Policy:
+    rules: list = field(default_factory=list)
+    files: list = field(default_factory=list)   # PolicyFile records, for `explain`
+
+    def first_match(self, dev: PciDevice) -> Optional[Rule]:
+        for rule in self.rules:
+            if rule.match.matches(dev):
+                return rule
+        return None

@@ -1,0 +1,356 @@
+"""Reading and validating policy files.
+
+Validation works on the YAML node tree, not on the loaded Python objects, so
+that every problem can name the file, line and column it is at.  It collects
+every problem in every file before reporting, and a broken policy never
+yields rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .errors import PolicyError
+from .modprobe import normalise_module, valid_module_name
+from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, Rule
+
+RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
+ADDRESS_GLOB_RE = re.compile(r"^[0-9a-fA-F:.*?\[\]!-]+$")
+HEX_ID_RE = re.compile(r"^(0[xX])?[0-9a-fA-F]{1,4}$")
+CLASS_RE = re.compile(r"^(0[xX])?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})$")
+
+TOP_KEYS = ("version", "rules")
+MATCH_KEYS = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class",
+              "address", "physfn", "virtfn", "driver")
+RULE_KEYS = ("name", "description", "match", "flavour", "prefer", "deny", "variants",
+             "fallback", "force", "takeover", "upgrade", "group",
+             "sriov_drivers_autoprobe", "allow_new_id")
+BOOL_RULE_KEYS = ("variants", "force", "takeover", "upgrade", "sriov_drivers_autoprobe",
+                  "allow_new_id")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    column: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    path: Path
+    layer: str                   # the directory it was found in, or "command line"
+    masks: tuple = ()            # same-named files in lower layers it hides
+    disabled: bool = False       # empty or a link to /dev/null
+
+
+def _found(node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag.endswith(":null"):
+            return "nothing"
+        return repr(node.value) if node.style else node.value
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return "a mapping"
+
+
+class _Checker:
+    """Validates one file's node tree, appending Problems."""
+
+    _bools = yaml.SafeLoader  # only for its bool resolution table
+
+    def __init__(self, path: str, problems: list):
+        self.path = path
+        self.problems = problems
+
+    def problem(self, node, key, message):
+        mark = node.start_mark if node is not None else None
+        line = mark.line + 1 if mark else 1
+        col = mark.column + 1 if mark else 1
+        self.problems.append(Problem(self.path, line, col, key, message))
+
+    def mapping(self, node, key, known) -> dict:
+        """{name: (key_node, value_node)}; reports non-mappings, unknown and
+        duplicate keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, key, f"expected a mapping, found {_found(node)}")
+            return {}
+        out = {}
+        for knode, vnode in node.value:
+            name = knode.value if isinstance(knode, yaml.ScalarNode) else None
+            where = f"{key}.{name}" if key else str(name)
+            if name not in known:
+                hint = difflib.get_close_matches(str(name), known, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                self.problem(knode, where, f"unknown key{extra}; expected one of: "
+                             + ", ".join(known))
+            elif name in out:
+                first = out[name][0].start_mark.line + 1
+                self.problem(knode, where, f"duplicate key (first given on line {first})")
+            else:
+                out[name] = (knode, vnode)
+        return out
+
+    def boolean(self, node, key) -> Optional[bool]:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
+            return node.value.lower() in ("true", "yes", "on", "y")
+        self.problem(node, key, f"expected true or false, found {_found(node)}")
+        return None
+
+    def string(self, node, key) -> Optional[str]:
+        # The raw text, whatever YAML 1.1 would type it as: an unquoted
+        # 0000:03:00.0 is a sexagesimal float to YAML, an address to us.
+        if (isinstance(node, yaml.ScalarNode) and node.value
+                and not node.tag.endswith((":null", ":bool"))):
+            return node.value
+        self.problem(node, key, f"expected a string, found {_found(node)}")
+        return None
+
+    def items(self, node, key) -> list:
+        """A scalar or a non-empty list of scalars, as [(node, key)]."""
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:
+                self.problem(node, key, "expected at least one item, found an empty list")
+            return [(n, f"{key}[{i}]") for i, n in enumerate(node.value)]
+        return [(node, key)]
+
+    def hex_id(self, node, key) -> Optional[int]:
+        # The raw text decides, not YAML's typing: ids are hexadecimal as
+        # lspci and sysfs print them, so 1041 and "1041" both mean 0x1041.
+        if isinstance(node, yaml.ScalarNode) and HEX_ID_RE.match(node.value):
+            return int(node.value, 16)
+        self.problem(node, key, "expected a 16-bit hex id such as 0x15b3 or \"15b3\", "
+                     f"found {_found(node)}")
+        return None
+
+    def class_prefix(self, node, key) -> Optional[ClassPrefix]:
+        m = CLASS_RE.match(node.value) if isinstance(node, yaml.ScalarNode) else None
+        if m:
+            return ClassPrefix(int(m.group(2), 16), len(m.group(2)))
+        self.problem(node, key, "expected 2, 4 or 6 hex digits (class, class+subclass, "
+                     f"class+subclass+prog-if) such as \"0200\", found {_found(node)}")
+        return None
+
+    def glob(self, node, key, address_like: bool) -> Optional[str]:
+        text = self.string(node, key)
+        if text is None:
+            return None
+        if address_like and not ADDRESS_GLOB_RE.match(text):
+            self.problem(node, key, "expected a PCI address or glob such as \"0000:3b:*\", "
+                         f"found {_found(node)}")
+            return None
+        return text.lower() if address_like else text
+
+    def module(self, node, key, allow_none=False) -> Optional[str]:
+        text = self.string(node, key)
+        if text is None:
+            return None
+        if allow_none and text == "none":
+            return "none"
+        if not valid_module_name(text):
+            self.problem(node, key, "expected a module name (letters, digits, '_' and '-'), "
+                         f"found {_found(node)}")
+            return None
+        return normalise_module(text)
+
+    def list_of(self, node, key, each) -> Optional[tuple]:
+        values = [each(n, k) for n, k in self.items(node, key)]
+        if any(v is None for v in values) or not values:
+            return None
+        return tuple(values)
+
+    def match(self, node, key) -> Optional[Match]:
+        keys = self.mapping(node, key, MATCH_KEYS)
+        if isinstance(node, yaml.MappingNode) and not node.value:
+            self.problem(node, key, "expected at least one key: a rule must say which "
+                         "devices it claims")
+            return None
+        kw, ok = {}, True
+        for name, (_, vnode) in keys.items():
+            where = f"{key}.{name}"
+            if name in ("vendor", "device", "subsystem_vendor", "subsystem_device"):
+                value = self.list_of(vnode, where, self.hex_id)
+            elif name == "class":
+                value = self.list_of(vnode, where, self.class_prefix)
+                name = "class_"
+            elif name in ("address", "physfn"):
+                value = self.list_of(vnode, where, lambda n, k: self.glob(n, k, True))
+            elif name == "driver":
+                value = self.list_of(vnode, where, lambda n, k: self.glob(n, k, False))
+            else:  # virtfn
+                value = self.boolean(vnode, where)
+            ok = ok and value is not None
+            kw[name] = value
+        return Match(**kw) if ok and keys else None
+
+    def rule(self, node, key) -> Optional[Rule]:
+        keys = self.mapping(node, key, RULE_KEYS)
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        kw, ok = {}, True
+        for required in ("name", "match", "flavour"):
+            if required not in keys:
+                self.problem(node, key, f"missing required key '{required}'")
+                ok = False
+        for name, (_, v) in keys.items():
+            where = f"{key}.{name}"
+            if name == "name":
+                value = self.string(v, where)
+                if value is not None and not RULE_NAME_RE.match(value):
+                    self.problem(v, where, "expected a name of letters, digits and "
+                                 f"'_.:@+-', found {_found(v)}")
+                    value = None
+            elif name == "description":
+                value = self.string(v, where)
+            elif name == "match":
+                value = self.match(v, where)
+            elif name == "flavour":
+                value = self.string(v, where)
+                if value is not None and value not in FLAVOURS:
+                    self.problem(v, where, f"expected one of {', '.join(FLAVOURS)}, "
+                                 f"found {_found(v)}")
+                    value = None
+            elif name in ("prefer", "deny"):
+                value = self.list_of(v, where, self.module)
+            elif name == "fallback":
+                value = self.module(v, where, allow_none=True)
+            elif name == "group":
+                value = self.string(v, where)
+                if value is not None and value not in GROUP_MODES:
+                    self.problem(v, where, f"expected one of {', '.join(GROUP_MODES)}, "
+                                 f"found {_found(v)}")
+                    value = None
+            else:
+                value = self.boolean(v, where)
+            ok = ok and value is not None
+            kw[name] = value
+        if not ok:
+            return None
+        if kw.get("fallback") == "none":
+            kw["fallback"] = None
+        line = node.start_mark.line + 1
+        return Rule(origin=f"{self.path}:{line}", **kw)
+
+    def document(self, node) -> list:
+        """Rules of one file, or [] with problems recorded."""
+        if node is None:
+            return []
+        keys = self.mapping(node, "", TOP_KEYS)
+        if not isinstance(node, yaml.MappingNode):
+            return []
+        if "version" not in keys:
+            self.problem(node, "version", "missing; expected 'version: 1' at the top")
+        else:
+            v = keys["version"][1]
+            if not (isinstance(v, yaml.ScalarNode) and v.tag.endswith(":int") and v.value == "1"):
+                self.problem(v, "version", f"expected 1, found {_found(v)}")
+        if "rules" not in keys:
+            return []
+        rnode = keys["rules"][1]
+        if isinstance(rnode, yaml.ScalarNode) and rnode.tag.endswith(":null"):
+            return []
+        if not isinstance(rnode, yaml.SequenceNode):
+            self.problem(rnode, "rules", f"expected a list of rules, found {_found(rnode)}")
+            return []
+        return [self.rule(n, f"rules[{i}]") for i, n in enumerate(rnode.value)]
+
+
+def parse_file(path: Path, problems: list, display: Optional[str] = None) -> list:
+    """The rules of one policy file (None entries for invalid rules)."""
+    shown = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        problems.append(Problem(shown, 1, 1, "", f"not UTF-8 text ({e.reason})"))
+        return []
+    except OSError as e:
+        problems.append(Problem(shown, 1, 1, "", f"cannot read: {e.strerror}"))
+        return []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        problems.append(Problem(shown, line, col, "", f"YAML syntax error: {what}"))
+        return []
+    except yaml.YAMLError as e:
+        problems.append(Problem(shown, 1, 1, "", f"YAML error: {e}"))
+        return []
+    return _Checker(shown, problems).document(node)
+
+
+def discover(policy_dirs) -> list:
+    """PolicyFiles from the layered directories: a name in a later directory
+    masks the same name in earlier ones; the survivors are read in order of
+    file name."""
+    chosen: dict = {}
+    for d in policy_dirs:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".yaml") or name.startswith("."):
+                continue
+            path = Path(d) / name
+            masks = ()
+            if name in chosen:
+                masks = chosen[name].masks + (chosen[name].path,)
+            disabled = _is_disabled(path)
+            chosen[name] = PolicyFile(path, str(d), masks, disabled)
+    return [chosen[n] for n in sorted(chosen)]
+
+
+def _is_disabled(path: Path) -> bool:
+    try:
+        if path.is_symlink() and os.readlink(path) == "/dev/null":
+            return True
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def load(files) -> Policy:
+    """Parse and validate PolicyFiles into one Policy, or raise PolicyError
+    with every problem found across all of them."""
+    problems, rules, seen = [], [], {}
+    for pf in files:
+        if pf.disabled:
+            continue
+        for rule in parse_file(pf.path, problems):
+            if rule is None:
+                continue
+            if rule.name in seen:
+                file, _, line = rule.origin.rpartition(":")
+                problems.append(Problem(file, int(line), 1, "name",
+                                        f"duplicate rule name '{rule.name}' (first defined "
+                                        f"at {seen[rule.name]})"))
+                continue
+            seen[rule.name] = rule.origin
+            rules.append(rule)
+    if problems:
+        raise PolicyError(problems)
+    return Policy(rules=rules, files=list(files))
+
+
+def load_policy(root, paths=None) -> Policy:
+    """The policy in force: the given files, or the layered search path."""
+    if paths:
+        files = [PolicyFile(Path(p), "command line") for p in paths]
+    else:
+        files = discover(root.policy_dirs())
+    return load(files)

@@ -1,0 +1,110 @@
+"""One object resolves every path the tool touches.
+
+Everything (sysfs, /lib/modules, the policy directories, /run, /proc) hangs off
+a root directory, "/" in production and a copy of another machine in tests and
+examples.  Nothing else in the package builds absolute paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+from .errors import UsageError
+
+ENV_ROOT = "VFIO_FLAVOURD_ROOT"
+
+# Policy layers, lowest precedence first.  A file name present in a later
+# layer masks the same name in an earlier one (systemd's drop-in convention).
+POLICY_LAYERS = (
+    "usr/lib/vfio-flavourd/policy.d",
+    "etc/vfio-flavourd/policy.d",
+    "run/vfio-flavourd/policy.d",
+)
+
+PCI_DEVICES = "sys/bus/pci/devices"
+PCI_DRIVERS = "sys/bus/pci/drivers"
+PCI_BUS = "sys/bus/pci"
+SYS_MODULE = "sys/module"
+IOMMU_GROUPS = "sys/kernel/iommu_groups"
+RUN_DIR = "run/vfio-flavourd"
+PCI_IDS_CANDIDATES = (
+    "usr/share/hwdata/pci.ids",
+    "usr/share/misc/pci.ids",
+    "usr/share/pci.ids",
+)
+
+
+class Root:
+    """A directory that stands for "/" of the machine being managed."""
+
+    def __init__(self, path: "os.PathLike[str] | str | None" = None,
+                 kernel_release: Optional[str] = None):
+        if path is None:
+            path = os.environ.get(ENV_ROOT) or "/"
+        self.dir = Path(path).resolve()
+        if not self.dir.is_dir():
+            raise UsageError(f"root {path}: not a directory")
+        self._kernel_release = kernel_release
+
+    def __repr__(self) -> str:
+        return f"Root({str(self.dir)!r})"
+
+    @property
+    def is_host(self) -> bool:
+        return self.dir == Path("/")
+
+    def path(self, rel: "str | PurePosixPath") -> Path:
+        """The real path of `rel` (relative to the root).  Refuses '..' so a
+        name read from a config file can never leave the root."""
+        rel = PurePosixPath(str(rel).lstrip("/"))
+        if ".." in rel.parts:
+            raise UsageError(f"path {rel} leaves the root")
+        return self.dir / rel
+
+    @property
+    def kernel_release(self) -> str:
+        if self._kernel_release:
+            return self._kernel_release
+        if not self.is_host:
+            # A copy of another machine says which kernel it ran.
+            try:
+                rel = self.path("proc/sys/kernel/osrelease").read_text().strip()
+                if rel:
+                    return rel
+            except OSError:
+                pass
+        return os.uname().release
+
+    def modules_dir(self) -> Path:
+        """lib/modules/RELEASE, or usr/lib/modules/RELEASE on merged-/usr
+        systems where only that exists.  Returns the first candidate when none
+        exists, so error messages name the path people expect."""
+        candidates = [self.path(f"{base}/{self.kernel_release}")
+                      for base in ("lib/modules", "usr/lib/modules")]
+        for c in candidates:
+            if c.is_dir():
+                return c
+        return candidates[0]
+
+    def modules_alias(self) -> Path:
+        return self.modules_dir() / "modules.alias"
+
+    def policy_dirs(self) -> list:
+        return [self.path(p) for p in POLICY_LAYERS]
+
+    def run_dir(self) -> Path:
+        return self.path(RUN_DIR)
+
+    def pci_ids(self) -> Optional[Path]:
+        for c in PCI_IDS_CANDIDATES:
+            p = self.path(c)
+            if p.is_file():
+                return p
+        return None
+
+    def display(self, p: Path) -> str:
+        """A path as the user should see it: relative to a non-/ root, with
+        the root prefix, so messages name real files."""
+        return str(p)

@@ -1,0 +1,80 @@
+"""Kernel I/O: every read and write of sysfs goes through here.
+
+Paths are relative to the Root ("sys/bus/pci/devices/0000:01:00.0/vendor").
+The simulated kernel (vfio_flavourd.sim) subclasses Sysfs and overrides
+write() to model what the kernel does on each write; reads stay plain file
+reads, so the code under test reads the same way it does in production.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Iterator, Optional
+
+from .errors import SysfsError
+from .root import Root
+
+
+class Sysfs:
+    def __init__(self, root: Root):
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root.dir})"
+
+    def read(self, rel: str) -> Optional[str]:
+        """The attribute's value without the trailing newline, or None when it
+        does not exist (old kernels and bridges lack many attributes)."""
+        try:
+            with open(self.root.path(rel), "r", encoding="ascii", errors="replace") as f:
+                return f.read().rstrip("\n")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno in (_errno.ENODEV, _errno.ENXIO):
+                return None
+            raise SysfsError(rel, e.strerror or str(e), e.errno) from None
+
+    def link(self, rel: str) -> Optional[str]:
+        """The last component of a symlink's target ("driver" -> "vfio-pci"),
+        or None when there is no such link."""
+        try:
+            return os.path.basename(os.readlink(self.root.path(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno == _errno.EINVAL:  # not a link
+                return None
+            raise SysfsError(rel, e.strerror or str(e), e.errno) from None
+
+    def entries(self, rel: str) -> list:
+        """Sorted names in a directory; [] when it does not exist."""
+        try:
+            return sorted(os.listdir(self.root.path(rel)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.root.path(rel))
+
+    def is_writable(self, rel: str) -> bool:
+        return os.access(self.root.path(rel), os.W_OK)
+
+    def write(self, rel: str, value: str) -> None:
+        """One write() of `value` to a sysfs attribute.  The kernel reports
+        errors from the store method as the write's errno."""
+        if not rel.startswith("sys/"):
+            raise SysfsError(rel, "refusing to write outside sys/")
+        path = self.root.path(rel)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except OSError as e:
+            raise SysfsError(rel, f"cannot open for writing: {e.strerror}", e.errno) from None
+        try:
+            os.write(fd, value.encode("ascii"))
+        except OSError as e:
+            raise SysfsError(rel, f"write of {value!r} failed: {e.strerror}", e.errno) from None
+        finally:
+            os.close(fd)
+
