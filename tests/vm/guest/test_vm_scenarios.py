@@ -1,0 +1,243 @@
+"""The issue's scenarios: the project's CLI and daemon on a real kernel.
+
+Each test starts from the boot-time layout (clean_slate): no daemon, no
+overrides, no state, e1000e on e1000e, both virtio-nets on virtio-pci, the
+hotplug port empty. The project runs as a user would run it: its CLI, from
+the venv this pytest runs in, as a separate process.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import vmguest as g
+
+POLICY_DIR = "/tmp/vm-policy"
+STATE_DIR = "/run/vfio-flavourd"
+HOST_DRIVERS = {"rp1": "e1000e", "rp2": "virtio-pci", "rp3": "virtio-pci"}
+
+# e1000e -> vfio-pci (the catch-all; no variant matches it); the virtio-net
+# behind rp2 and anything hotplugged behind rp4 -> their variant; the one
+# behind rp3 matches no rule and stays on virtio-pci.
+POLICY = """\
+version: 1
+rules:
+  - name: nics
+    match: {vendor: 0x8086, device: 0x10d3}
+    flavour: vfio
+  - name: virtio-nets
+    match: {vendor: 0x1af4, device: 0x1041, address: ["0000:02:*", "0000:04:*"]}
+    flavour: vfio
+"""
+
+
+def cli(*args, check=True):
+    """Run the project's CLI; returns the CompletedProcess (text)."""
+    res = subprocess.run([sys.executable, "-m", "vfio_flavourd", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         timeout=120)
+    if check and res.returncode != 0:
+        raise AssertionError(f"vfio-flavourd {' '.join(args)} exited {res.returncode}\n"
+                             f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}")
+    return res
+
+
+def write_policy(text, name="policy.yaml"):
+    os.makedirs(POLICY_DIR, exist_ok=True)
+    path = os.path.join(POLICY_DIR, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(textwrap.dedent(text))
+    os.rename(tmp, path)
+    return path
+
+
+class Daemon:
+    """`vfio-flavourd daemon` as a child process; its log goes to the
+    results share so a failing run keeps it."""
+
+    count = 0
+
+    def __init__(self, *policies, source="kernel"):
+        Daemon.count += 1
+        self.log_path = os.path.join(g.SHARE, f"daemon-{Daemon.count}.log")
+        self.log = open(self.log_path, "w")
+        args = [a for p in policies for a in ("--policy", p)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vfio_flavourd", *args, "daemon", "--source", source, "-v"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, needle, timeout=20):
+        return g.wait_for(lambda: needle in self.text(), timeout,
+                          what=f"daemon log line {needle!r}")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon ignored SIGTERM for {timeout}s")
+        self.log.close()
+        return self.proc.returncode
+
+
+def reset_device(addr, host_driver):
+    if g.driver_override(addr) is not None or g.driver(addr) != host_driver:
+        g.restore(addr)
+    assert g.driver(addr) == host_driver, f"{addr} could not be put back on {host_driver}"
+
+
+@pytest.fixture
+def clean_slate():
+    g.modprobe("e1000e")
+    daemons = []
+    started = []
+
+    def start(*a, **kw):
+        d = Daemon(*a, **kw)
+        daemons.append(d)
+        return d
+
+    def add(qdev_id, port="rp4"):
+        g.device_add(qdev_id, port, **{"disable-legacy": "on"})
+        started.append(qdev_id)
+        return g.wait_for(lambda: g.device_behind(port), what=f"{qdev_id} in sysfs")
+
+    for port, drv in HOST_DRIVERS.items():
+        g.wait_for(lambda: g.driver(g.device_behind(port)) is not None, what=f"{port} bound")
+        reset_device(g.device_behind(port), drv)
+    subprocess.run(["rm", "-rf", STATE_DIR, POLICY_DIR], check=True)
+    yield type("Slate", (), {"daemon": staticmethod(start), "hotplug": staticmethod(add)})
+    for d in daemons:
+        d.stop()
+    for qdev_id in started:
+        try:
+            g.device_del(qdev_id)
+        except g.QMPError as e:
+            if "not found" not in str(e):
+                raise
+    g.wait_for(lambda: g.device_behind("rp4") is None, what="hotplug port empty")
+    for port, drv in HOST_DRIVERS.items():
+        reset_device(g.device_behind(port), drv)
+
+
+def addrs():
+    return {p: g.device_behind(p) for p in ("rp1", "rp2", "rp3")}
+
+
+def all_bound_as_policy_says(a):
+    return (g.driver(a["rp1"]) == "vfio-pci" and g.driver(a["rp2"]) == "virtio_vfio_pci"
+            and g.driver(a["rp3"]) == "virtio-pci")
+
+
+def assert_viable(addr):
+    group = g.iommu_group(addr)
+    assert os.path.exists(f"/dev/vfio/{group}")
+    assert g.vfio_group_status(group) & g.VFIO_GROUP_FLAGS_VIABLE
+
+
+def test_scenario_1_coldplug_by_daemon(clean_slate):
+    a = addrs()
+    policy = write_policy(POLICY)
+    t0 = time.monotonic()
+    d = clean_slate.daemon(policy)
+    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="coldplug bindings")
+    g.record_timing("coldplug: daemon start to bound", time.monotonic() - t0)
+    assert d.alive()
+    for port in ("rp1", "rp2"):
+        assert_viable(a[port])
+    # Never touched: no rule matches it.
+    assert g.driver_override(a["rp3"]) is None
+
+
+def test_scenario_2_hotplug_bound_within_5s(clean_slate):
+    policy = write_policy(POLICY)
+    d = clean_slate.daemon(policy)
+    d.wait_log("coldplug done")
+    t0 = time.monotonic()
+    addr = clean_slate.hotplug("hot2")
+    g.wait_for(lambda: g.driver(addr) == "virtio_vfio_pci", timeout=5,
+               what="hotplugged virtio-net on virtio_vfio_pci within 5 s")
+    g.record_timing("hotplug: device_add to bound", time.monotonic() - t0)
+    assert_viable(addr)
+    assert d.alive()
+
+
+def test_scenario_4_release_and_status(clean_slate):
+    a = addrs()
+    policy = write_policy(POLICY)
+    cli("--policy", policy, "apply")
+    assert all_bound_as_policy_says(a)
+    rows = {r["address"]: r for r in json.loads(cli("--policy", policy, "status", "--json").stdout)}
+    assert set(rows) == {a["rp1"], a["rp2"]}
+    for port in ("rp1", "rp2"):
+        r = rows[a[port]]
+        assert r["present"] and r["in_sync"]
+        assert r["current_driver"] == g.driver(a[port])
+        # status --json gives the group as a string, as sysfs names it.
+        assert str(r["iommu_group"]) == str(g.iommu_group(a[port]))
+        assert r["group_viable"] is True
+    cli("--policy", policy, "release", a["rp1"], a["rp2"])
+    assert g.driver(a["rp1"]) == "e1000e"
+    assert g.driver(a["rp2"]) == "virtio-pci"
+    assert g.driver_override(a["rp1"]) is None and g.driver_override(a["rp2"]) is None
+    assert json.loads(cli("--policy", policy, "status", "--json").stdout) == []
+
+
+def test_scenario_5_sighup_moves_a_device_and_a_broken_policy_keeps_the_old(clean_slate):
+    a = addrs()
+    policy = write_policy(POLICY)
+    d = clean_slate.daemon(policy)
+    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="coldplug bindings")
+    # The e1000e goes back to its host driver.
+    write_policy(POLICY.replace("flavour: vfio\n  - name: virtio-nets",
+                                "flavour: host\n  - name: virtio-nets"))
+    t0 = time.monotonic()
+    d.signal(signal.SIGHUP)
+    g.wait_for(lambda: g.driver(a["rp1"]) == "e1000e", timeout=15, what="e1000e moved back")
+    g.record_timing("SIGHUP: reload to device moved", time.monotonic() - t0)
+    assert g.driver(a["rp2"]) == "virtio_vfio_pci"
+    # A broken policy: the daemon says so and keeps the one in force.
+    write_policy(POLICY + "  - name: broken\n    match: {vendor: 0x8086}\n    flavour: purple\n")
+    d.signal(signal.SIGHUP)
+    d.wait_log("old one stays in force")
+    assert d.alive()
+    assert g.driver(a["rp1"]) == "e1000e" and g.driver(a["rp2"]) == "virtio_vfio_pci"
+
+
+def test_scenario_6_device_del_while_bound_and_daemon_busy(clean_slate):
+    policy = write_policy(POLICY)
+    d = clean_slate.daemon(policy)
+    d.wait_log("coldplug done")
+    addr = clean_slate.hotplug("hot3")
+    g.wait_for(lambda: g.driver(addr) == "virtio_vfio_pci", timeout=5, what="hot3 bound")
+    # Busy: a reload queues every device again, and the unplug lands meanwhile.
+    d.signal(signal.SIGHUP)
+    g.device_del("hot3")
+    g.wait_for(lambda: g.device_behind("rp4") is None, what="hot3 gone")
+    g.wait_for(lambda: addr not in {r["address"] for r in
+                                    json.loads(cli("--policy", policy, "status", "--json").stdout)},
+               timeout=15, what="the daemon forgot the unplugged device")
+    assert d.alive()
+    # And it still works: the next hotplug is bound as usual.
+    addr2 = clean_slate.hotplug("hot4")
+    g.wait_for(lambda: g.driver(addr2) == "virtio_vfio_pci", timeout=5, what="hot4 bound")
