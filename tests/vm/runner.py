@@ -31,9 +31,18 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import setup  # noqa: E402  (tests/vm/setup.py, next to this file)
 
-# PCIe root ports on pcie.0; the guest finds each port at 0000:00:<addr>.0
-# and the device behind it as that port's child in sysfs.
-PORTS = [("rp1", 0x10), ("rp2", 0x11), ("rp3", 0x12), ("rp4", 0x13), ("rp5", 0x14)]
+# PCIe root ports: (qdev id, parent bus, slot address, the port's address in
+# the guest). The guest finds the device behind a port as that port's child
+# in sysfs. rp6 hangs off an extra PCIe root bus (pxb-pcie) whose devices
+# bypass the IOMMU: they get no IOMMU group, so every vfio driver's probe
+# fails on them, a real probe failure for the fault scenarios.
+PORTS = [("rp1", "pcie.0", 0x10, "0000:00:10.0"),
+         ("rp2", "pcie.0", 0x11, "0000:00:11.0"),
+         ("rp3", "pcie.0", 0x12, "0000:00:12.0"),
+         ("rp4", "pcie.0", 0x13, "0000:00:13.0"),
+         ("rp5", "pcie.0", 0x14, "0000:00:14.0"),
+         ("rp6", "pxb1", 0x00, "0000:80:00.0")]
+EXTRA_ROOT = "pxb-pcie,id=pxb1,bus=pcie.0,addr=0x1e,bus_nr=0x80,bypass_iommu=true"
 # Cold-plugged devices. romfile= keeps QEMU from loading option ROMs the
 # guest never uses. No -netdev: the NICs are only there to be bound.
 DEVICES = [
@@ -45,6 +54,9 @@ DEVICES = [
      "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
     # Same ids, other address: the one a policy leaves to its host driver.
     {"id": "vnet2", "role": "virtio-net-2", "port": "rp3",
+     "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
+    # Same ids again, with no IOMMU group: vfio probes fail on it.
+    {"id": "vnet6", "role": "virtio-net-no-iommu", "port": "rp6",
      "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
 ]
 FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
@@ -232,8 +244,9 @@ class Guest:
             argv += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
                      f"multidevs=remap{',readonly=on' if ro else ''}"]
         argv += ["-device", "intel-iommu,intremap=on"]
-        for i, (name, addr) in enumerate(PORTS, 1):
-            argv += ["-device", f"pcie-root-port,id={name},bus=pcie.0,chassis={i},"
+        argv += ["-device", EXTRA_ROOT]
+        for i, (name, bus, addr, _) in enumerate(PORTS, 1):
+            argv += ["-device", f"pcie-root-port,id={name},bus={bus},chassis={i},"
                      f"slot={i},addr={addr:#x}"]
         for dev in DEVICES:
             argv += ["-device", qdev_arg({**dev["qdev"], "id": dev["id"], "bus": dev["port"]})]
@@ -243,7 +256,7 @@ class Guest:
         os.makedirs(os.path.join(self.share, "requests"))
         os.makedirs(os.path.join(self.share, "answers"))
         info = {
-            "ports": {name: f"0000:00:{addr:02x}.0" for name, addr in PORTS},
+            "ports": {name: guest_addr for name, _, _, guest_addr in PORTS},
             "devices": {d["role"]: {"id": d["id"], "port": d["port"], **d["qdev"]}
                         for d in DEVICES},
             "free_ports": FREE_PORTS,

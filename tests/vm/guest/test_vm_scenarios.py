@@ -20,7 +20,7 @@ import vmguest as g
 
 POLICY_DIR = "/tmp/vm-policy"
 STATE_DIR = "/run/vfio-flavourd"
-HOST_DRIVERS = {"rp1": "e1000e", "rp2": "virtio-pci", "rp3": "virtio-pci"}
+HOST_DRIVERS = {"rp1": "e1000e", "rp2": "virtio-pci", "rp3": "virtio-pci", "rp6": "virtio-pci"}
 
 # e1000e -> vfio-pci (the catch-all; no variant matches it); the virtio-net
 # behind rp2 and anything hotplugged behind rp4 -> their variant; the one
@@ -241,3 +241,97 @@ def test_scenario_6_device_del_while_bound_and_daemon_busy(clean_slate):
     # And it still works: the next hotplug is bound as usual.
     addr2 = clean_slate.hotplug("hot4")
     g.wait_for(lambda: g.driver(addr2) == "virtio_vfio_pci", timeout=5, what="hot4 bound")
+
+
+def test_scenario_7_failed_probes_never_strand_the_device(clean_slate):
+    """The device behind rp6 has no IOMMU group, so the virtio variant's
+    probe fails and so does the fallback vfio-pci's (both only in dmesg:
+    drivers_probe says success). It must end back on virtio-pci, with no
+    override left behind, and be reported as not bound."""
+    addr = g.device_behind("rp6")
+    policy = write_policy(POLICY + "  - name: no-iommu\n"
+                          "    match: {vendor: 0x1af4, device: 0x1041, address: \"0000:81:*\"}\n"
+                          "    flavour: vfio\n")
+    res = cli("--policy", policy, "apply", "--json", addr, check=False)
+    print(res.stdout, res.stderr)
+    (outcome,) = json.loads(res.stdout)
+    assert res.returncode != 0
+    assert outcome["result"] in ("failed", "refused")
+    assert g.driver(addr) == "virtio-pci"
+    assert g.driver_override(addr) is None
+    # The daemon the same way, and it carries on.
+    d = clean_slate.daemon(policy)
+    d.wait_log("coldplug done")
+    assert addr in d.text()
+    assert g.driver(addr) == "virtio-pci" and g.driver_override(addr) is None
+    assert d.alive()
+
+
+UDEV_RULES = "/etc/udev/rules.d"
+CALLOUT = "/usr/libexec/vfio-flavourd/vfio-flavourd-udev"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found here: udevd runs IMPORT{program} callouts with no PATH, so the callout's "
+    "`modprobe vfio_pci` fails (\"modprobe: command not found\", see "
+    "udev-callout.err) and it prints no VFIO_FLAVOURD_DRIVER while the vfio module is "
+    "not loaded yet; strict: remove this mark once the callout finds modprobe"))
+def test_scenario_3_udev_rule_sets_override_before_the_host_driver(clean_slate, vm):
+    """udevd with the project's rule: on the add event of an e1000e whose
+    module is not loaded, the rule writes driver_override before
+    80-drivers.rules loads e1000e, so e1000e never binds it; the daemon
+    (started as systemd would, on the udev source) then binds vfio-pci."""
+    a = addrs()
+    e1000e = a["rp1"]
+    g.unbind(e1000e)
+    # As at boot: neither the host driver nor any vfio module is loaded yet.
+    subprocess.run(["modprobe", "-r", "e1000e", "virtio_vfio_pci", "vfio_pci"], check=True)
+    assert g.driver(e1000e) is None
+    assert not os.path.exists("/sys/module/vfio_pci")
+    # The packaged rule, and the callout it names running the project from
+    # this pytest's venv (the packaged callout uses Debian's python3).
+    with open(os.path.join(vm["repo"], "udev-rules/70-vfio-flavourd.rules")) as f:
+        rule = f.read()
+    assert CALLOUT in rule
+    os.makedirs(UDEV_RULES, exist_ok=True)
+    with open(os.path.join(UDEV_RULES, "70-vfio-flavourd.rules"), "w") as f:
+        f.write(rule)
+    os.makedirs(os.path.dirname(CALLOUT), exist_ok=True)
+    with open(CALLOUT, "w") as f:
+        # stderr to the share: udevd's log is not kept, the callout's complaints are.
+        f.write(f"#!/bin/sh\nexec 2>>{g.SHARE}/udev-callout.err\nexec {sys.executable} -I -c 'import sys; sys.path.insert(0, "
+                f"\"{vm['repo']}\"); from vfio_flavourd.udev_callout import main; main()' \"$@\"\n")
+    os.chmod(CALLOUT, 0o755)
+    os.makedirs("/etc/vfio-flavourd/policy.d", exist_ok=True)
+    policy = "/etc/vfio-flavourd/policy.d/vm.yaml"
+    with open(policy, "w") as f:
+        f.write(POLICY)
+    monitor = None
+    try:
+        subprocess.run(["/lib/systemd/systemd-udevd", "--daemon"], check=True)
+        monitor = subprocess.Popen(["udevadm", "monitor", "--kernel", "--property",
+                                    "--subsystem-match=pci"],
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=pci"],
+                       check=True)
+        subprocess.run(["udevadm", "settle", "--timeout=60"], check=True)
+        assert g.driver_override(e1000e) == "vfio-pci"
+        assert os.path.isdir("/sys/module/e1000e"), "80-drivers.rules should have loaded e1000e"
+        assert g.driver(e1000e) is None
+        d = clean_slate.daemon(source="udev")
+        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="bindings via udev")
+        assert d.alive()
+    finally:
+        subprocess.run(["udevadm", "control", "--exit"])
+        for path in (os.path.join(UDEV_RULES, "70-vfio-flavourd.rules"), CALLOUT, policy):
+            if os.path.exists(path):
+                os.unlink(path)
+        if monitor:
+            monitor.terminate()
+            events = monitor.communicate(timeout=10)[0]
+    # Parse the kernel's uevents: no bind of the e1000e to e1000e, ever.
+    blocks = [b for b in events.split("\n\n") if f"/{e1000e}" in b]
+    binds = [b for b in blocks if "ACTION=bind" in b]
+    assert not [b for b in binds if "DRIVER=e1000e" in b], binds
+    assert [b for b in binds if "DRIVER=vfio-pci" in b], blocks

@@ -65,6 +65,8 @@ def test_guest_has_iommu_and_variant_alias(vm, vnet1):
     # Every device sits in its own group: the root ports isolate them.
     groups = {g.iommu_group(g.device_behind(p)) for p in ("rp1", "rp2", "rp3")}
     assert len(groups) == 3
+    # Except the one behind the IOMMU-bypassing root bus: no group at all.
+    assert not os.path.exists(g.dev_path(g.device_behind("rp6"), "iommu_group"))
     release = os.uname().release
     assert release == vm["kernel_release"]
     with open(f"/lib/modules/{release}/modules.alias") as f:
@@ -147,6 +149,25 @@ def test_fact_drivers_probe_reports_success_when_the_probe_failed():
         assert sum("probe with driver vfio-pci failed with error -22" in l for l in log) == 2
     finally:
         assert g.restore(port) == "pcieport"
+
+
+def test_fact_vfio_probes_fail_on_a_device_without_iommu_group():
+    """A device with no IOMMU group (here: behind a root bus that bypasses
+    the IOMMU; on real machines: the IOMMU is off) makes every vfio probe
+    fail (Debian builds no VFIO_NOIOMMU), the variant's and vfio-pci's
+    alike, and drivers_probe reports success both times."""
+    g.modprobe("vfio-pci", "virtio_vfio_pci")
+    addr = g.device_behind("rp6")
+    assert g.ids(addr) == (REDHAT_VIRTIO, VIRTIO_NET_MODERN)
+    assert g.driver(addr) == "virtio-pci"
+    try:
+        for drv in ("virtio_vfio_pci", "vfio-pci"):
+            mark = g.kmsg_mark()
+            assert g.rebind(addr, drv) is None
+            log = g.kmsg_since(mark)
+            assert any(f"probe with driver {drv} failed with error -22" in l for l in log), log
+    finally:
+        assert g.restore(addr) == "virtio-pci"
 
 
 def test_fact_override_naming_a_module_leaves_device_unbound():
