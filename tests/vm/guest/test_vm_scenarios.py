@@ -35,6 +35,12 @@ rules:
     match: {vendor: 0x1af4, device: 0x1041, address: ["0000:02:*", "0000:04:*"]}
     flavour: vfio
 """
+# The virtio-net behind rp6, which has no IOMMU group: every vfio probe fails.
+NO_IOMMU_RULE = """\
+  - name: no-iommu
+    match: {vendor: 0x1af4, device: 0x1041, address: "0000:81:*"}
+    flavour: vfio
+"""
 
 
 def cli(*args, check=True):
@@ -249,9 +255,7 @@ def test_scenario_7_failed_probes_never_strand_the_device(clean_slate):
     drivers_probe says success). It must end back on virtio-pci, with no
     override left behind, and be reported as not bound."""
     addr = g.device_behind("rp6")
-    policy = write_policy(POLICY + "  - name: no-iommu\n"
-                          "    match: {vendor: 0x1af4, device: 0x1041, address: \"0000:81:*\"}\n"
-                          "    flavour: vfio\n")
+    policy = write_policy(POLICY + NO_IOMMU_RULE)
     res = cli("--policy", policy, "apply", "--json", addr, check=False)
     print(res.stdout, res.stderr)
     (outcome,) = json.loads(res.stdout)
@@ -259,12 +263,24 @@ def test_scenario_7_failed_probes_never_strand_the_device(clean_slate):
     assert outcome["result"] in ("failed", "refused")
     assert g.driver(addr) == "virtio-pci"
     assert g.driver_override(addr) is None
-    # The daemon the same way, and it carries on.
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "found here: the daemon's own unbind/bind of a device whose probes fail raise "
+    "uevents that make it try again, forever (34 rounds in 100 s); strict: remove "
+    "this mark once a failed device is not retried on its own events"))
+def test_scenario_7_daemon_gives_up_on_failed_probes(clean_slate):
+    """The same device under the daemon: back on virtio-pci, the daemon
+    alive, and one failed attempt, not a retry loop fed by its own uevents."""
+    addr = g.device_behind("rp6")
+    policy = write_policy(POLICY + NO_IOMMU_RULE)
     d = clean_slate.daemon(policy)
     d.wait_log("coldplug done")
-    assert addr in d.text()
+    time.sleep(8)  # long enough for two more rounds if it loops
     assert g.driver(addr) == "virtio-pci" and g.driver_override(addr) is None
     assert d.alive()
+    failures = [l for l in d.text().splitlines() if f"{addr}: failed" in l]
+    assert len(failures) == 1, f"{len(failures)} attempts:\n" + "\n".join(failures)
 
 
 UDEV_RULES = "/etc/udev/rules.d"
