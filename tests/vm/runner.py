@@ -353,12 +353,17 @@ class Tail:
 
 
 def pytest_payload(python, pytest_args):
-    argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "--color=no", "-v",
+    # The guest tests are vmtest_*.py and their plugin is not a conftest.py,
+    # so that a host pytest run never collects or loads them (vm_plugin.py).
+    argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-p", "vm_plugin",
+            "-o", "python_files=vmtest_*.py", "--color=no", "-v",
             f"--junitxml={GUEST_SHARE}/junit.xml", "tests/vm/guest", *pytest_args]
     return "\n".join([
         "# written by tests/vm/runner.py; run by tests/vm/guest-init.sh",
         f"cd {shlex.quote(REPO)} || exit 97",
         "export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1",
+        f"export PYTHONPATH={shlex.quote(os.path.join(REPO, 'tests/vm/guest'))}"
+        "${PYTHONPATH:+:$PYTHONPATH}",
         f"exec {shlex.join(argv)}",
         "",
     ])

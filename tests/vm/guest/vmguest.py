@@ -22,7 +22,7 @@ PCI_ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 # include/uapi/linux/vfio.h: VFIO_TYPE is ';', VFIO_BASE is 100, and
 # VFIO_GROUP_GET_STATUS is _IO(VFIO_TYPE, VFIO_BASE + 3) on a
 # struct vfio_group_status { __u32 argsz; __u32 flags; }.
-# test_vm_smoke checks these against the header of the kernel under test.
+# vmtest_smoke checks these against the header of the kernel under test.
 VFIO_TYPE = ord(";")
 VFIO_BASE = 100
 VFIO_GROUP_GET_STATUS = (VFIO_TYPE << 8) | (VFIO_BASE + 3)  # _IO: no size/dir bits

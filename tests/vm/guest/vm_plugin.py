@@ -1,8 +1,12 @@
-"""pytest set-up for the tests that run inside the vm-test guest.
+"""pytest plugin for the tests that run inside the vm-test guest.
 
-Outside the guest (a plain `pytest` on a developer's machine) every test
-here is skipped: they bind PCI devices, and the only devices they may touch
-are the emulated ones of tests/vm/runner.py's QEMU guest.
+Not a conftest.py on purpose: a host `pytest` walks into tests/vm/guest/ and
+would load one (and a second module named "conftest" shadows the project's
+tests/conftest.py for `from conftest import ...`). The guest payload loads
+this with `-p vm_plugin` and collects `vmtest_*.py`, names a host run never
+collects: those tests bind PCI devices, and the only devices they may touch
+are the emulated ones of tests/vm/runner.py's QEMU guest. As a second guard
+every test is skipped, and vmguest refuses to write, outside the guest.
 """
 
 import json
