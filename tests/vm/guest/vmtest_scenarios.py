@@ -75,9 +75,12 @@ class Daemon:
         self.log_path = os.path.join(g.SHARE, f"daemon-{Daemon.count}.log")
         self.log = open(self.log_path, "w")
         args = [a for p in policies for a in ("--policy", p)]
+        # faulthandler: SIGABRT makes it dump every thread's stack into the
+        # log, which stop() uses before killing a daemon that will not stop.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vfio_flavourd", *args, "daemon", "--source", source, "-v"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONFAULTHANDLER="1"))
 
     def alive(self):
         return self.proc.poll() is None
@@ -99,9 +102,16 @@ class Daemon:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"daemon ignored SIGTERM for {timeout}s")
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.log.close()
+                raise AssertionError(f"daemon ignored SIGTERM for {timeout}s; its threads' "
+                                     f"stacks are at the end of {self.log_path}:\n"
+                                     + self.text()[-4000:])
         self.log.close()
         return self.proc.returncode
 
@@ -133,17 +143,33 @@ def clean_slate():
         reset_device(g.device_behind(port), drv)
     subprocess.run(["rm", "-rf", STATE_DIR, POLICY_DIR], check=True)
     yield type("Slate", (), {"daemon": staticmethod(start), "hotplug": staticmethod(add)})
-    for d in daemons:
-        d.stop()
-    for qdev_id in started:
+    # Clean up all the way even when a step fails, so that one broken test
+    # does not leave a daemon or a hotplugged device to break the next ones.
+    errors = []
+
+    def attempt(fn, *a):
         try:
-            g.device_del(qdev_id)
-        except g.QMPError as e:
-            if "not found" not in str(e):
-                raise
-    g.wait_for(lambda: g.device_behind("rp4") is None, what="hotplug port empty")
+            fn(*a)
+        except Exception as e:  # reported below, after the rest is cleaned
+            errors.append(e)
+
+    for d in daemons:
+        attempt(d.stop)
+    for qdev_id in started:
+        attempt(unplug, qdev_id)
+    attempt(g.wait_for, lambda: g.device_behind("rp4") is None, 30, 0.05, "hotplug port empty")
     for port, drv in HOST_DRIVERS.items():
-        reset_device(g.device_behind(port), drv)
+        attempt(reset_device, g.device_behind(port), drv)
+    if errors:
+        raise errors[0]
+
+
+def unplug(qdev_id):
+    try:
+        g.device_del(qdev_id)
+    except g.QMPError as e:
+        if "not found" not in str(e):
+            raise
 
 
 def addrs():
