@@ -1,0 +1,266 @@
+"""Helpers for tests that run inside the vm-test guest (tests/vm/runner.py).
+
+Raw sysfs, kmod and VFIO ioctls, plus the request channel to the host's QMP
+(README.md, "Hotplug requests"). Nothing here imports the project: these
+helpers check the kernel's own behaviour and the project's results against it.
+Every function that writes refuses to run outside the guest.
+"""
+
+import fcntl
+import json
+import os
+import re
+import struct
+import subprocess
+import time
+import uuid
+
+SHARE = os.environ.get("VFIO_FLAVOURD_VM_SHARE", "/run/vmtest")
+PCI = "/sys/bus/pci"
+PCI_ADDR = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+# include/uapi/linux/vfio.h: VFIO_TYPE is ';', VFIO_BASE is 100, and
+# VFIO_GROUP_GET_STATUS is _IO(VFIO_TYPE, VFIO_BASE + 3) on a
+# struct vfio_group_status { __u32 argsz; __u32 flags; }.
+# vmtest_smoke checks these against the header of the kernel under test.
+VFIO_TYPE = ord(";")
+VFIO_BASE = 100
+VFIO_GROUP_GET_STATUS = (VFIO_TYPE << 8) | (VFIO_BASE + 3)  # _IO: no size/dir bits
+VFIO_GROUP_FLAGS_VIABLE = 1 << 0
+VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1
+
+
+def in_guest():
+    """True only in the vm-test guest: its kernel command line names our
+    stage-2 script. Guards every write, so that running these tests on a
+    real machine by mistake never touches its devices."""
+    try:
+        with open("/proc/cmdline") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return "vmtest.stage2=" in cmdline and os.environ.get("VFIO_FLAVOURD_VM_GUEST") == "1"
+
+
+def _guard():
+    if not in_guest():
+        raise RuntimeError("refusing to change sysfs outside the vm-test guest")
+
+
+def vm_info():
+    with open(os.path.join(SHARE, "vm.json")) as f:
+        return json.load(f)
+
+
+# --- sysfs -------------------------------------------------------------------
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def write(path, value):
+    """One write(2) of the whole value, as sysfs wants; errors propagate
+    as OSError with the kernel's errno."""
+    _guard()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def dev_path(addr, *attr):
+    return os.path.join(PCI, "devices", addr, *attr)
+
+
+def port_address(port):
+    return vm_info()["ports"][port]
+
+
+def device_behind(port):
+    """The PCI address of the (function 0) device behind a root port, or
+    None when its slot is empty."""
+    pdir = dev_path(port_address(port))
+    children = sorted(n for n in os.listdir(pdir) if PCI_ADDR.match(n))
+    return children[0] if children else None
+
+
+def ids(addr):
+    return int(read(dev_path(addr, "vendor")), 16), int(read(dev_path(addr, "device")), 16)
+
+
+def driver(addr):
+    """Name of the driver bound to addr (the driver link), or None."""
+    link = dev_path(addr, "driver")
+    return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+
+
+def driver_override(addr):
+    value = read(dev_path(addr, "driver_override"))
+    return None if value == "(null)" else value
+
+
+def set_override(addr, name):
+    # "\n" clears it. An empty string would not: write(2) of zero bytes
+    # never reaches the attribute (test_fact_empty_write_keeps_override).
+    write(dev_path(addr, "driver_override"), name or "\n")
+
+
+def unbind(addr):
+    if driver(addr) is not None:
+        write(dev_path(addr, "driver", "unbind"), addr)
+
+
+def drivers_probe(addr):
+    write(os.path.join(PCI, "drivers_probe"), addr)
+
+
+def bind(addr, drv):
+    write(os.path.join(PCI, "drivers", drv, "bind"), addr)
+
+
+def rebind(addr, drv_name):
+    """The sequence the kernel documents for driver_override: set it,
+    unbind, ask the bus to probe. Returns the driver bound afterwards."""
+    set_override(addr, drv_name)
+    unbind(addr)
+    drivers_probe(addr)
+    return driver(addr)
+
+
+def restore(addr):
+    """Clear the override and let the device's own driver take it back."""
+    set_override(addr, "")
+    unbind(addr)
+    drivers_probe(addr)
+    return driver(addr)
+
+
+def iommu_group(addr):
+    return int(os.path.basename(os.readlink(dev_path(addr, "iommu_group"))))
+
+
+def modalias(addr):
+    return read(dev_path(addr, "modalias"))
+
+
+# --- modules -----------------------------------------------------------------
+
+def modprobe(*names):
+    _guard()
+    for name in names:
+        subprocess.run(["modprobe", "--", name], check=True)
+
+
+def module_drivers(module):
+    """Driver names a loaded module registered on the PCI bus, from
+    /sys/module/<module>/drivers/pci:<driver>."""
+    d = f"/sys/module/{module.replace('-', '_')}/drivers"
+    return sorted(n.split(":", 1)[1] for n in os.listdir(d) if n.startswith("pci:"))
+
+
+def resolve_alias(alias):
+    """What kmod itself resolves an alias to (modprobe --resolve-alias)."""
+    out = subprocess.run(["modprobe", "--resolve-alias", "--", alias],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    return out.split()
+
+
+def kmsg_since(marker):
+    """Kernel log lines after the line containing marker (see kmsg_mark)."""
+    out = subprocess.run(["dmesg"], stdout=subprocess.PIPE, text=True, check=True).stdout
+    lines = out.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if marker in lines[i]:
+            return lines[i + 1:]
+    return lines
+
+
+def kmsg_mark():
+    marker = f"vm-test-mark-{uuid.uuid4().hex[:8]}"
+    write("/dev/kmsg", marker)
+    return marker
+
+
+# --- VFIO --------------------------------------------------------------------
+
+def vfio_group_status(group):
+    """flags of VFIO_GROUP_GET_STATUS on /dev/vfio/<group>."""
+    fd = os.open(f"/dev/vfio/{group}", os.O_RDWR)
+    try:
+        buf = fcntl.ioctl(fd, VFIO_GROUP_GET_STATUS, struct.pack("=II", 8, 0))
+    finally:
+        os.close(fd)
+    argsz, flags = struct.unpack("=II", buf)
+    return flags
+
+
+# --- waiting and timing --------------------------------------------------------
+
+def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Poll predicate until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def record_timing(name, seconds):
+    """Add a named timing to the run's report (printed by the host runner)."""
+    path = os.path.join(SHARE, "marks.jsonl")
+    with open(path, "a") as f:
+        f.write(json.dumps({"name": name, "seconds": round(seconds, 3)}) + "\n")
+
+
+# --- requests to the host --------------------------------------------------------
+
+class QMPError(Exception):
+    def __init__(self, answer):
+        self.answer = answer
+        err = answer.get("error", {})
+        super().__init__(f"{err.get('class')}: {err.get('desc')}")
+
+
+def qmp(execute, arguments=None, wait_event=None, timeout=30.0):
+    """Have the host run a QMP command against this guest's QEMU.
+
+    wait_event, e.g. {"event": "DEVICE_DELETED", "data": {"device": "hot1"}},
+    makes the host answer only once that event followed the command. Returns
+    the answer ({"return": ..., "event": ..., "host_seconds": ...}); raises
+    QMPError when it holds an "error"."""
+    name = f"{time.monotonic_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+    req = {"execute": execute, "timeout": timeout}
+    if arguments is not None:
+        req["arguments"] = arguments
+    if wait_event is not None:
+        req["wait_event"] = wait_event
+    reqdir = os.path.join(SHARE, "requests")
+    tmp = os.path.join(reqdir, "." + name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(req, f)
+    os.rename(tmp, os.path.join(reqdir, name))
+    answer_path = os.path.join(SHARE, "answers", name)
+    wait_for(lambda: os.path.exists(answer_path), timeout + 10, what=f"host answer to {execute}")
+    with open(answer_path) as f:
+        answer = json.load(f)
+    if "error" in answer:
+        raise QMPError(answer)
+    return answer
+
+
+def device_add(qdev_id, port, driver="virtio-net-pci", **props):
+    args = {"driver": driver, "id": qdev_id, "bus": port, **props}
+    return qmp("device_add", args)
+
+
+def device_del(qdev_id, wait=True, timeout=30.0):
+    """Unplug; with wait, return only after QEMU reported DEVICE_DELETED
+    (the guest's pciehp has let go of the slot)."""
+    ev = {"event": "DEVICE_DELETED", "data": {"device": qdev_id}} if wait else None
+    return qmp("device_del", {"id": qdev_id}, wait_event=ev, timeout=timeout)
+

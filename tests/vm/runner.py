@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""Boot Debian's 6.12 kernel under QEMU and run a payload in it.
+
+The guest (q35, emulated Intel IOMMU, PCIe root ports) sees the host's root
+read-only with a tmpfs overlay, so the project's venv and this checkout run
+there unchanged. A writable 9p share (/run/vmtest in the guest) carries the
+payload in and the results out, and lets guest tests ask the host for QMP
+commands such as device_add/device_del (see README.md, "Hotplug requests").
+
+    python3 tests/vm/runner.py [--venv DIR] [-- PYTEST-ARGS...]
+
+runs pytest on tests/vm/guest/ inside the guest and prints the per-test
+lines, the timings and a closing "N passed, M failed" line. Stdlib only.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import setup  # noqa: E402  (tests/vm/setup.py, next to this file)
+
+# PCIe root ports: (qdev id, parent bus, slot address, the port's address in
+# the guest). The guest finds the device behind a port as that port's child
+# in sysfs. rp6 hangs off an extra PCIe root bus (pxb-pcie) whose devices
+# bypass the IOMMU: they get no IOMMU group, so every vfio driver's probe
+# fails on them, a real probe failure for the fault scenarios.
+PORTS = [("rp1", "pcie.0", 0x10, "0000:00:10.0"),
+         ("rp2", "pcie.0", 0x11, "0000:00:11.0"),
+         ("rp3", "pcie.0", 0x12, "0000:00:12.0"),
+         ("rp4", "pcie.0", 0x13, "0000:00:13.0"),
+         ("rp5", "pcie.0", 0x14, "0000:00:14.0"),
+         ("rp6", "pxb1", 0x00, "0000:80:00.0")]
+EXTRA_ROOT = "pxb-pcie,id=pxb1,bus=pcie.0,addr=0x1e,bus_nr=0x80,bypass_iommu=true"
+# Cold-plugged devices. romfile= keeps QEMU from loading option ROMs the
+# guest never uses. No -netdev: the NICs are only there to be bound.
+DEVICES = [
+    {"id": "nic0", "role": "e1000e", "port": "rp1",
+     "qdev": {"driver": "e1000e", "romfile": ""}},
+    # Modern-only virtio-net: PCI device 0x1041, the id virtio_vfio_pci
+    # claims. (A transitional one is 0x1000.)
+    {"id": "vnet1", "role": "virtio-net", "port": "rp2",
+     "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
+    # Same ids, other address: the one a policy leaves to its host driver.
+    {"id": "vnet2", "role": "virtio-net-2", "port": "rp3",
+     "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
+    # Same ids again, with no IOMMU group: vfio probes fail on it.
+    {"id": "vnet6", "role": "virtio-net-no-iommu", "port": "rp6",
+     "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
+]
+FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
+GUEST_SHARE = "/run/vmtest"
+
+
+def qdev_arg(props):
+    props = dict(props)
+    parts = [props.pop("driver")]
+    for k, v in props.items():
+        parts.append(f"{k}={v}")
+    return ",".join(parts)
+
+
+class QMP:
+    """Minimal QMP client: commands are matched to replies by id, events are
+    kept in order so a caller can wait for one that follows its command."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.file = self.sock.makefile("rb")
+        self.lock = threading.Lock()
+        self.cond = threading.Condition()
+        self.replies = {}
+        self.events = []
+        self.next_id = 0
+        self.closed = False
+        json.loads(self.file.readline())  # greeting
+        self.sock.sendall(b'{"execute": "qmp_capabilities"}\n')
+        json.loads(self.file.readline())
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        try:
+            for line in self.file:
+                msg = json.loads(line)
+                with self.cond:
+                    if "event" in msg:
+                        self.events.append(msg)
+                    elif "id" in msg:
+                        self.replies[msg["id"]] = msg
+                    self.cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def execute(self, command, arguments=None, timeout=30):
+        with self.lock:
+            self.next_id += 1
+            cid = f"c{self.next_id}"
+            msg = {"execute": command, "id": cid}
+            if arguments:
+                msg["arguments"] = arguments
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        with self.cond:
+            ok = self.cond.wait_for(lambda: cid in self.replies or self.closed, timeout)
+            if cid not in self.replies:
+                raise TimeoutError(f"no QMP reply to {command}" if not ok else "QMP closed")
+            reply = self.replies.pop(cid)
+        reply.pop("id", None)
+        return reply
+
+    def event_count(self):
+        with self.cond:
+            return len(self.events)
+
+    def wait_event(self, name, data=None, since=0, timeout=30):
+        def match():
+            for ev in self.events[since:]:
+                if ev["event"] == name and all(ev.get("data", {}).get(k) == v
+                                               for k, v in (data or {}).items()):
+                    return ev
+            return None
+        with self.cond:
+            self.cond.wait_for(lambda: match() is not None or self.closed, timeout)
+            return match()
+
+
+class Broker(threading.Thread):
+    """Serves the guest's requests: it writes requests/<name>.json, we run it
+    over QMP and write answers/<name>.json (each via rename, so neither side
+    reads a half-written file). Each request gets its own thread, so a
+    device_del waiting for DEVICE_DELETED holds up nothing else."""
+
+    def __init__(self, share, qmp, log):
+        super().__init__(daemon=True)
+        self.req = os.path.join(share, "requests")
+        self.ans = os.path.join(share, "answers")
+        self.qmp, self.log = qmp, log
+        self.stop = threading.Event()
+        self.seen = set()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            try:
+                names = sorted(os.listdir(self.req))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.endswith(".json") and name not in self.seen:
+                    self.seen.add(name)
+                    threading.Thread(target=self.serve, args=(name,), daemon=True).start()
+
+    def serve(self, name):
+        t0 = time.monotonic()
+        path = os.path.join(self.req, name)
+        req = None
+        try:
+            with open(path) as f:
+                req = json.load(f)
+            timeout = float(req.get("timeout", 30))
+            since = self.qmp.event_count()
+            answer = self.qmp.execute(req["execute"], req.get("arguments"), timeout)
+            wait = req.get("wait_event")
+            if wait and "error" not in answer:
+                ev = self.qmp.wait_event(wait["event"], wait.get("data"), since, timeout)
+                answer["event"] = ev
+                if ev is None:
+                    answer["error"] = {"class": "Timeout",
+                                       "desc": f"no {wait['event']} within {timeout}s"}
+        except Exception as e:  # the guest gets the failure, not a hang
+            answer = {"error": {"class": type(e).__name__, "desc": str(e)}}
+        answer["host_seconds"] = round(time.monotonic() - t0, 3)
+        self.log(f"qmp request {name}: {json.dumps(req)} -> "
+                 f"{json.dumps(answer)}")
+        tmp = os.path.join(self.ans, "." + name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(answer, f)
+        os.rename(tmp, os.path.join(self.ans, name))
+
+
+class Guest:
+    def __init__(self, manifest, rundir, memory=1024, smp=2, verbose=False):
+        self.m = manifest
+        self.rundir = rundir
+        self.share = os.path.join(rundir, "share")
+        self.console_path = os.path.join(rundir, "console.log")
+        self.qmp_path = os.path.join(rundir, "qmp.sock")
+        self.memory, self.smp, self.verbose = memory, smp, verbose
+        self.host_log = []
+        self.boot_seconds = None
+        self.guest_uptime_at_stage2 = None
+        self.timed_out = False
+        self.qemu_status = None
+        self.total_seconds = 0.0
+
+    def log(self, msg):
+        self.host_log.append(msg)
+        if self.verbose:
+            print(f"vm-runner: {msg}", flush=True)
+
+    def qemu_argv(self):
+        cmdline = " ".join([
+            "console=ttyS0", "panic=-1", "quiet", "intel_iommu=on", "iommu=pt",
+            "rdinit=/init",
+            f"vmtest.stage2={os.path.join(HERE, 'guest-init.sh')}",
+            "vmtest.lower=mods,udev", "vmtest.out=out",
+        ])
+        argv = [
+            "qemu-system-x86_64",
+            # The host's KVM runs only PVM guests: an ordinary kernel needs TCG.
+            "-accel", "tcg", "-machine", "q35", "-cpu", "max",
+            "-smp", str(self.smp), "-m", str(self.memory),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-serial", "stdio", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-kernel", self.m["vmlinuz"], "-initrd", self.m["initramfs"],
+            "-append", cmdline,
+        ]
+        for tag, path, ro in [("hostroot", "/", True),
+                              ("mods", self.m["modules_layer"], True),
+                              ("udev", self.m["udev_layer"], True),
+                              ("out", self.share, False)]:
+            argv += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
+                     f"multidevs=remap{',readonly=on' if ro else ''}"]
+        argv += ["-device", "intel-iommu,intremap=on"]
+        argv += ["-device", EXTRA_ROOT]
+        for i, (name, bus, addr, _) in enumerate(PORTS, 1):
+            argv += ["-device", f"pcie-root-port,id={name},bus={bus},chassis={i},"
+                     f"slot={i},addr={addr:#x}"]
+        for dev in DEVICES:
+            argv += ["-device", qdev_arg({**dev["qdev"], "id": dev["id"], "bus": dev["port"]})]
+        return argv
+
+    def write_share(self, payload):
+        os.makedirs(os.path.join(self.share, "requests"))
+        os.makedirs(os.path.join(self.share, "answers"))
+        info = {
+            "ports": {name: guest_addr for name, _, _, guest_addr in PORTS},
+            "devices": {d["role"]: {"id": d["id"], "port": d["port"], **d["qdev"]}
+                        for d in DEVICES},
+            "free_ports": FREE_PORTS,
+            "kernel_release": self.m["kernel_release"],
+            "linux_source": self.m["linux_source"],
+            "repo": REPO,
+        }
+        with open(os.path.join(self.share, "vm.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        with open(os.path.join(self.share, "payload.sh"), "w") as f:
+            f.write(payload)
+
+    def run(self, payload, timeout, stream=None):
+        """Boot, run the payload, return its exit code (None if the guest
+        never reported one: crash, hang or timeout)."""
+        self.write_share(payload)
+        t0 = time.monotonic()
+        console = open(self.console_path, "wb")
+        proc = subprocess.Popen(self.qemu_argv(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def pump():
+            for line in iter(proc.stdout.readline, b""):
+                console.write(line)
+                console.flush()
+                if self.verbose:
+                    sys.stdout.write("console: " + line.decode(errors="replace"))
+        pumper = threading.Thread(target=pump, daemon=True)
+        pumper.start()
+        broker = None
+        tail = Tail(os.path.join(self.share, "payload.log"), stream)
+        try:
+            qmp = QMP(self.qmp_path)
+            broker = Broker(self.share, qmp, self.log)
+            broker.start()
+            booted = os.path.join(self.share, "booted")
+            deadline = t0 + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                if self.boot_seconds is None and os.path.exists(booted):
+                    self.boot_seconds = time.monotonic() - t0
+                    with open(booted) as f:
+                        self.guest_uptime_at_stage2 = float(f.read().strip() or 0)
+                tail.pump()
+                time.sleep(0.05)
+            if proc.poll() is None:
+                self.log(f"guest timed out after {timeout}s; killing QEMU")
+                self.timed_out = True
+                proc.kill()
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if broker:
+                broker.stop.set()
+            pumper.join(5)
+            console.close()
+            tail.pump(final=True)
+        self.qemu_status = proc.returncode
+        self.total_seconds = time.monotonic() - t0
+        try:
+            with open(os.path.join(self.share, "exitcode")) as f:
+                return int(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def console(self):
+        with open(self.console_path, errors="replace") as f:
+            return f.read()
+
+
+class Tail:
+    """Copies what the guest appends to a share file onto our stdout."""
+
+    def __init__(self, path, stream):
+        self.path, self.stream, self.pos = path, stream, 0
+
+    def pump(self, final=False):
+        if self.stream is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        # Only whole lines, so guest and host output never interleave mid-line.
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        if cut:
+            self.stream.write(data[:cut].decode(errors="replace"))
+            self.stream.flush()
+            self.pos += cut
+
+
+def pytest_payload(python, pytest_args):
+    # The guest tests are vmtest_*.py and their plugin is not a conftest.py,
+    # so that a host pytest run never collects or loads them (vm_plugin.py).
+    argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-p", "vm_plugin",
+            "-o", "python_files=vmtest_*.py", "--color=no", "-v",
+            f"--junitxml={GUEST_SHARE}/junit.xml", "tests/vm/guest", *pytest_args]
+    return "\n".join([
+        "# written by tests/vm/runner.py; run by tests/vm/guest-init.sh",
+        f"cd {shlex.quote(REPO)} || exit 97",
+        "export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1",
+        f"export PYTHONPATH={shlex.quote(os.path.join(REPO, 'tests/vm/guest'))}"
+        "${PYTHONPATH:+:$PYTHONPATH}",
+        f"exec {shlex.join(argv)}",
+        "",
+    ])
+
+
+def junit_counts(path):
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    n = {k: sum(int(s.get(k, 0)) for s in suites)
+         for k in ("tests", "failures", "errors", "skipped")}
+    failed = n["failures"] + n["errors"]
+    return n["tests"] - failed - n["skipped"], failed, n["skipped"]
+
+
+def ensure_venv(venv):
+    """The project's venv comes from scripts/setup. Without one (a fresh
+    clone, or before the package exists) make a harness venv in the cache
+    with just what the guest tests need."""
+    py = os.path.join(venv, "bin", "python")
+    if os.path.exists(py):
+        return py
+    fallback = os.path.join(setup.cache_root(), "venv")
+    py = os.path.join(fallback, "bin", "python")
+    marker = os.path.join(fallback, ".complete")
+    if not os.path.exists(marker):
+        print(f"vm-test: no venv at {venv}; creating a harness venv at {fallback}", flush=True)
+        shutil.rmtree(fallback, ignore_errors=True)
+        if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip"],
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            setup.ensure_packages(["python3-venv"])
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", fallback],
+                       check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "pytest", "pyyaml"], check=True)
+        open(marker, "w").close()
+    return py
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--venv", default=os.environ.get("VFIO_FLAVOURD_VM_VENV",
+                                                     os.path.join(REPO, ".venv")),
+                    help="venv whose python runs pytest in the guest (default: <repo>/.venv)")
+    ap.add_argument("--timeout", type=float,
+                    default=float(os.environ.get("VFIO_FLAVOURD_VM_TIMEOUT", 420)),
+                    help="seconds before the guest is killed (default 420)")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--verbose", "-V", action="store_true",
+                    help="stream the guest console and QMP traffic")
+    ap.add_argument("--memory", type=int, default=1024)
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    args = ap.parse_args(argv)
+
+    t_start = time.monotonic()
+    manifest = setup.ensure()
+    python = ensure_venv(args.venv)
+    setup_seconds = time.monotonic() - t_start
+    print(f"vm-test: kernel {manifest['kernel_release']}, guest python {python}", flush=True)
+
+    rundir = tempfile.mkdtemp(prefix="vfio-flavourd-vm.")
+    guest = Guest(manifest, rundir, memory=args.memory, verbose=args.verbose)
+    code = guest.run(pytest_payload(python, args.pytest_args), args.timeout, stream=sys.stdout)
+
+    junit = os.path.join(guest.share, "junit.xml")
+    if os.path.exists(junit):
+        passed, failed, skipped = junit_counts(junit)
+    else:
+        passed, failed, skipped = 0, 1, 0
+    ok = code == 0 and failed == 0
+    if not ok:
+        why = ("the guest reported no exit code (crash, hang or timeout)" if code is None
+               else f"the guest payload exited {code}")
+        print(f"\nvm-test: FAILED: {why}; QEMU exit status {guest.qemu_status}")
+        print("----- guest console -----")
+        print(guest.console().rstrip())
+        print("----- end of guest console -----")
+        for line in guest.host_log:
+            print(f"vm-runner: {line}")
+
+    print("\nvm-test timings:")
+    rows = [("setup (cache check/build)", setup_seconds)]
+    if guest.boot_seconds is not None:
+        rows.append((f"boot to payload (guest uptime {guest.guest_uptime_at_stage2:.1f}s)",
+                     guest.boot_seconds))
+    timings = os.path.join(guest.share, "timings.json")
+    if os.path.exists(timings):
+        with open(timings) as f:
+            t = json.load(f)
+        rows += [(f"test {name}", secs) for name, secs in t.get("tests", {}).items()]
+        rows += [(f"  {name}", secs) for name, secs in t.get("marks", {}).items()]
+    rows.append(("guest run total", guest.total_seconds))
+    rows.append(("vm-test total", time.monotonic() - t_start))
+    width = max(len(r[0]) for r in rows)
+    for name, secs in rows:
+        print(f"  {name:<{width}}  {secs:7.2f} s")
+
+    if args.keep or not ok:
+        print(f"vm-test: run directory kept: {rundir}")
+    else:
+        shutil.rmtree(rundir, ignore_errors=True)
+    # Last line, in the form CI reads.
+    print(f"vm-test: {passed} passed, {failed} failed"
+          + (f", {skipped} skipped" if skipped else ""), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
