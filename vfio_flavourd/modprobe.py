@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import subprocess
 from typing import Optional, Sequence
 
 from .errors import ModprobeError
@@ -32,6 +30,7 @@ class ModuleLoader:
 
     def __init__(self, command: Optional[Sequence[str]] = None, timeout: float = 60.0):
         if command is None:
+            import shlex
             command = shlex.split(os.environ.get(ENV_MODPROBE, "modprobe"))
         self.command = list(command)
         self.timeout = timeout
@@ -42,6 +41,7 @@ class ModuleLoader:
     def load(self, module: str) -> None:
         if not valid_module_name(module):
             raise ModprobeError(module, "not a valid module name")
+        import subprocess  # only when a module really has to be loaded
         argv = [*self.command, "--", module]
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,

@@ -22,6 +22,11 @@ def override_owner(sysfs, state_records: dict, dev) -> Optional[str]:
     rec = state_records.get(dev.address)
     if rec and rec.get("override") == dev.driver_override:
         return OURS
+    # Set by udev from our callout's answer (udev_callout), before the daemon
+    # recorded it in the state.
+    mark = sysfs.read(f"run/vfio-flavourd/udev/{dev.address}")
+    if mark is not None and mark == dev.driver_override:
+        return OURS
     if sysfs.exists(f"etc/driverctl.d/pci-{dev.address}"):
         return DRIVERCTL
     return UNKNOWN

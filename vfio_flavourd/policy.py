@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from .pci import PciDevice
@@ -112,6 +113,14 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"<Rule {self.name} ({self.flavour}) at {self.origin}>"
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    path: Path
+    layer: str                   # the directory it was found in, or "command line"
+    masks: tuple = ()            # same-named files in lower layers it hides
+    disabled: bool = False       # empty or a link to /dev/null
 
 
 @dataclass

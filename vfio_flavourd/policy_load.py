@@ -19,7 +19,7 @@ import yaml
 
 from .errors import PolicyError
 from .modprobe import normalise_module, valid_module_name
-from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, Rule
+from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, PolicyFile, Rule
 
 RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
 ADDRESS_GLOB_RE = re.compile(r"^[0-9a-fA-F:.*?\[\]!-]+$")
@@ -47,14 +47,6 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
-class PolicyFile:
-    path: Path
-    layer: str                   # the directory it was found in, or "command line"
-    masks: tuple = ()            # same-named files in lower layers it hides
-    disabled: bool = False       # empty or a link to /dev/null
 
 
 def _found(node) -> str:

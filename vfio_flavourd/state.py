@@ -73,6 +73,10 @@ class State:
         with self._locked():
             devices = self.read()
             if record is None:
+                try:
+                    (self.dir / "udev" / address).unlink()
+                except OSError:
+                    pass
                 if devices.pop(address, None) is None:
                     return
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("plan", "explain", "apply", "release", "status", "variants", "check_config")
+COMMANDS = ("plan", "explain", "apply", "release", "status", "daemon", "variants", "check_config")
 
 
 def load(name: str):

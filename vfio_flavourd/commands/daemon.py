@@ -1,0 +1,36 @@
+"""`daemon`: coldplug, then follow PCI uevents (run by systemd)."""
+
+from __future__ import annotations
+
+from ..errors import FlavourdError
+
+NAME = "daemon"
+HELP = "apply the policy to every device, then to each device that appears"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="log what would be done, change nothing")
+    p.add_argument("--source", choices=("udev", "kernel"), default=None,
+                   help="uevents after udev's rules (default when udevd runs) or raw "
+                        "kernel events")
+    p.add_argument("--verbose", "-v", action="store_true", help="log kept/skipped devices too")
+
+
+def run(ctx, args) -> int:
+    from .. import log
+    from ..daemon import Daemon
+    from ..events import UdevSource
+    from ..notify import Notifier
+
+    logger = log.setup(verbose=args.verbose)
+    try:
+        source = UdevSource(args.source, logger=logger)
+    except ImportError:
+        raise FlavourdError("the daemon needs pyudev (Debian: apt install python3-pyudev)") \
+            from None
+    except OSError as e:
+        raise FlavourdError(f"cannot listen for uevents: {e}") from None
+    d = Daemon(ctx, source, Notifier(), dry_run=args.dry_run, logger=logger)
+    d.install_signal_handlers()
+    return d.run()

@@ -1,0 +1,89 @@
+"""Logging: structured fields to the journal under systemd, plain lines to
+stderr otherwise.  No log files: systemd keeps logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+LOGGER = "vfio-flavourd"
+
+# MESSAGE_IDs, one per kind of event, so `journalctl MESSAGE_ID=...` finds
+# every bind failure across a fleet.
+MSG_STARTED = "750e5905e0664bc196aa9d81f40239d6"
+MSG_BOUND = "00d030c85e944d1d85c6c528aaa31b6c"
+MSG_FAILED = "8f8e167f1f58449ea8b1aad157034cfa"
+MSG_REFUSED = "bf3d52dcbb8e410eb107af8e032fae2b"
+MSG_RELEASED = "e97e1dba0d4540fdafe622c04481068e"
+MSG_GONE = "89fe6f4b2cde4dc18a96cae9f1f9b205"
+MSG_RELOADED = "0773fd8552304d44a5aba99ea474e0df"
+MSG_RELOAD_FAILED = "e368b7b48f1445de85afe58b1995d0aa"
+
+RESULT_MESSAGE_IDS = {"bound": MSG_BOUND, "failed": MSG_FAILED, "refused": MSG_REFUSED,
+                      "released": MSG_RELEASED, "gone": MSG_GONE}
+
+
+class _FieldsFormatter(logging.Formatter):
+    """For stderr: the message, then the structured fields as k=v."""
+
+    def format(self, record):
+        base = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            base += " [" + " ".join(f"{k}={v}" for k, v in fields.items() if v is not None) + "]"
+        return base
+
+
+class _JournalFields(logging.Filter):
+    """systemd.journal.JournalHandler sends extra record attributes as journal
+    fields; copy ours there."""
+
+    def filter(self, record):
+        for k, v in (getattr(record, "fields", None) or {}).items():
+            if v is not None:
+                setattr(record, k, str(v))
+        return True
+
+
+def under_journal() -> bool:
+    """stderr is connected to the journal (JOURNAL_STREAM names its device and
+    inode), the documented way to tell."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup(verbose: bool = False, stream=None) -> logging.Logger:
+    logger = logging.getLogger(LOGGER)
+    logger.handlers.clear()
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    handler = None
+    if stream is None and under_journal():
+        try:
+            from systemd.journal import JournalHandler
+            handler = JournalHandler(SYSLOG_IDENTIFIER=LOGGER)
+            handler.addFilter(_JournalFields())
+        except ImportError:
+            handler = None
+    if handler is None:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(_FieldsFormatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def log_outcome(logger, outcome) -> None:
+    level = logging.INFO if outcome.ok else logging.WARNING
+    if outcome.result in ("kept", "skipped"):
+        level = logging.DEBUG
+    fields = {"PCI_SLOT": outcome.address, "MODULE": outcome.module, "DRIVER": outcome.driver,
+              "RULE": outcome.rule, "RESULT": outcome.result,
+              "MESSAGE_ID": RESULT_MESSAGE_IDS.get(outcome.result)}
+    logger.log(level, "%s: %s: %s", outcome.address, outcome.result, outcome.message,
+               extra={"fields": fields})
