@@ -132,7 +132,7 @@ class Binder:
 
     def bind(self, dev: pci.PciDevice, module: str, rule=None, *, force=False,
              dry_run=False) -> Outcome:
-        out = Outcome(dev.address, "bind", "failed", module=module,
+        out = Outcome(dev.address, "bind", "failed", module=module, driver=dev.driver,
                       previous_driver=dev.driver, rule=rule.name if rule else None)
         if dev.is_bridge:
             out.result, out.message = "refused", "bridges are never bound to vfio"
@@ -281,7 +281,7 @@ class Binder:
 
     def release(self, dev: pci.PciDevice, *, force=False, dry_run=False) -> Outcome:
         a = dev.address
-        out = Outcome(a, "release", "failed", previous_driver=dev.driver)
+        out = Outcome(a, "release", "failed", driver=dev.driver, previous_driver=dev.driver)
         rec = self.state.get(a) or {}
         out.rule = rec.get("rule")
         owner = self.override_owner(dev)

@@ -135,9 +135,12 @@ def check_network(sysfs: Sysfs, dev: PciDevice) -> list:
 def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
     if not dev.boot_vga:
         return []
+    top = os.path.realpath(sysfs.root.path(f"{PCI_DEVICES}/{dev.address}"))
     for fb in sysfs.entries("sys/class/graphics"):
-        target = os.path.realpath(sysfs.root.path(f"sys/class/graphics/{fb}/device"))
-        if os.path.basename(target) == dev.address:
+        # The class link leads into the device's own directory
+        # (.../0000:06:00.0/graphics/fb0), whose `device` link leads back.
+        where = os.path.realpath(sysfs.root.path(f"sys/class/graphics/{fb}"))
+        if where.startswith(top + "/"):
             return [f"it is the boot VGA device and framebuffer {fb} is on it"]
     for vt in sysfs.entries("sys/class/vtconsole"):
         name = sysfs.read(f"sys/class/vtconsole/{vt}/name") or ""

@@ -1,0 +1,305 @@
+import errno
+
+import pytest
+
+from vfio_flavourd import actions
+from vfio_flavourd.binder import Binder
+from vfio_flavourd.sim import (ModprobeFails, OverrideLocked, OverrideMissing, ProbeFails,
+                               UnbindBusy, Vanish, WriteFails)
+
+from simhost import (BOOT_DISK, E1000E, MGMT, PF, VF0, VF1, VGA, VIRTIO, build_host, driver_of,
+                     make_ctx, override_of, write_policy)
+
+
+def setup(tmp_path, policy, **kw):
+    kernel = build_host(tmp_path, **kw).kernel()
+    write_policy(tmp_path, policy)
+    ctx = make_ctx(kernel)
+    return kernel, ctx
+
+
+def apply(ctx, addresses=None, **kw):
+    binder = ctx.binder(0)
+    out = {}
+    for d in actions.expand_groups(ctx, actions.decisions_for(ctx, addresses)):
+        o = actions.carry_out(ctx, binder, d, **kw)
+        out[o.address] = o
+    return out
+
+
+VFS = """\
+version: 1
+rules:
+  - name: vfs
+    match: {vendor: 0x15b3, virtfn: true}
+    flavour: vfio
+    %s
+"""
+
+
+def test_variant_bound_with_driver_name_and_state(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    out = apply(ctx, [VF0])
+    o = out[VF0]
+    assert (o.result, o.module, o.driver, o.previous_driver) == (
+        "bound", "mlx5_vfio_pci", "mlx5_vfio_pci", "mlx5_core")
+    assert driver_of(kernel, VF0) == "mlx5_vfio_pci"
+    assert override_of(kernel, VF0) == "mlx5_vfio_pci"
+    assert driver_of(kernel, VF1) == "mlx5_core"   # not asked for
+    rec = ctx.state.get(VF0)
+    assert rec["override"] == "mlx5_vfio_pci" and rec["previous_driver"] == "mlx5_core"
+
+
+def test_catch_all_uses_driver_name_not_module_name(tmp_path):
+    kernel, ctx = setup(tmp_path, """\
+        version: 1
+        rules:
+          - {name: nic, match: {address: "0000:04:00.0"}, flavour: vfio}
+        """)
+    o = apply(ctx)[E1000E]
+    assert (o.result, o.module, o.driver) == ("bound", "vfio_pci", "vfio-pci")
+    assert override_of(kernel, E1000E) == "vfio-pci"
+    assert o.steps[:3] == ["modprobe vfio_pci", "module vfio_pci registers driver vfio-pci",
+                           "set override: write vfio-pci to "
+                           "sys/bus/pci/devices/0000:04:00.0/driver_override"]
+
+
+def test_silent_probe_failure_is_caught_and_fallback_used(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(ProbeFails("mlx5_vfio_pci", address=VF0))
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.module, o.driver) == ("bound", "vfio_pci", "vfio-pci")
+    assert o.message == ("bound to vfio-pci (fallback after: probe by mlx5_vfio_pci failed: the "
+                         "device is unbound afterwards (drivers_probe reports success regardless; "
+                         "see dmesg))")
+    assert override_of(kernel, VF0) == "vfio-pci"
+
+
+def test_probe_failure_without_fallback_returns_device(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "fallback: none")
+    kernel.inject(ProbeFails("mlx5_vfio_pci"))
+    o = apply(ctx, [VF0])[VF0]
+    assert o.result == "failed"
+    assert o.message.endswith("; returned to mlx5_core")
+    assert driver_of(kernel, VF0) == "mlx5_core"
+    assert override_of(kernel, VF0) == "(null)"
+    assert ctx.state.get(VF0)["outcome"] == "failed"
+    assert ctx.state.get(VF0)["override"] is None
+
+
+def test_modprobe_failure_uses_fallback(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(ModprobeFails("mlx5_vfio_pci"))
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.driver) == ("bound", "vfio-pci")
+    assert "modprobe mlx5_vfio_pci: modprobe: ERROR: could not insert 'mlx5_vfio_pci'" in o.message
+
+
+def test_unbind_busy_restores(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(UnbindBusy(driver="mlx5_core"))
+    o = apply(ctx, [VF0])[VF0]
+    assert o.result == "failed"
+    assert driver_of(kernel, VF0) == "mlx5_core"
+    assert override_of(kernel, VF0) == "(null)"
+    assert "unbind from mlx5_core failed" in o.message
+
+
+def test_device_vanishing_mid_sequence(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(Vanish(VF0, at_write=2, when="before"))
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.message) == ("gone", "device disappeared (hot-unplug) during binding")
+    assert ctx.state.get(VF0) is None
+
+
+def test_kernel_without_driver_override(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(OverrideMissing())
+    o = apply(ctx, [VF0])[VF0]
+    assert o.result == "failed"
+    assert o.message == ("this kernel has no driver_override attribute for 0000:3b:00.2 (added "
+                         "in Linux 3.16); a rule with 'allow_new_id: true' may use new_id instead")
+    assert driver_of(kernel, VF0) == "mlx5_core"
+
+
+def test_new_id_path_is_undone_so_other_devices_are_not_captured(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "allow_new_id: true")
+    kernel.inject(OverrideMissing())
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.driver) == ("bound", "mlx5_vfio_pci")
+    assert "remove dynamic id: write 15b3 101e to sys/bus/pci/drivers/mlx5_vfio_pci/remove_id" \
+        in o.steps
+    # The sibling VF, unbound later, must not be grabbed by the variant.
+    kernel.sysfs.write("sys/bus/pci/drivers/mlx5_core/unbind", VF1)
+    kernel.sysfs.write("sys/bus/pci/drivers_probe", VF1)
+    assert driver_of(kernel, VF1) == "mlx5_core"
+
+
+def test_locked_driver_override(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.inject(OverrideLocked())
+    o = apply(ctx, [VF0])[VF0]
+    assert o.result == "failed"
+    assert "set override failed" in o.message and "Permission denied" in o.message
+    assert driver_of(kernel, VF0) == "mlx5_core"
+
+
+@pytest.mark.parametrize("address,reason", [
+    (MGMT, "refusing to unbind: network interface eno1 is up and has routes (--force or "
+           "'force: true' overrides)"),
+    (BOOT_DISK, "refusing to unbind: /dev/nvme0n1p1 is mounted on /boot/efi; /dev/nvme0n1p2 is "
+                "mounted on / (--force or 'force: true' overrides)"),
+    (VGA, "refusing to unbind: it is the boot VGA device and framebuffer fb0 is on it (--force "
+          "or 'force: true' overrides)"),
+])
+def test_guards_refuse_and_force_overrides(tmp_path, address, reason):
+    kernel, ctx = setup(tmp_path, f"""\
+        version: 1
+        rules:
+          - {{name: x, match: {{address: "{address}"}}, flavour: vfio}}
+        """)
+    before = driver_of(kernel, address)
+    o = apply(ctx)[address]
+    assert (o.result, o.message) == ("refused", reason)
+    assert driver_of(kernel, address) == before
+    assert override_of(kernel, address) == "(null)"
+    o = apply(ctx, force=True)[address]
+    assert (o.result, o.driver) == ("bound", "vfio-pci")
+
+
+def test_bridges_are_refused_even_forced(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    dev = __import__("vfio_flavourd.pci", fromlist=["x"]).read_device(ctx.sysfs, "0000:00:01.0")
+    o = ctx.binder(0).bind(dev, "vfio_pci", None, force=True)
+    assert (o.result, o.message) == ("refused", "bridges are never bound to vfio")
+
+
+def test_override_of_another_tool_is_left_alone(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel.sysfs.write(f"sys/bus/pci/devices/{VF0}/driver_override", "pci-stub")
+    d = actions.decisions_for(ctx, [VF0])[0]
+    assert (d.action, d.owner) == ("none", "another tool (libvirt?)")
+    (tmp_path / "etc/driverctl.d").mkdir(parents=True)
+    (tmp_path / f"etc/driverctl.d/pci-{VF0}").write_text("pci-stub\n")
+    d = actions.decisions_for(ctx, [VF0])[0]
+    assert d.owner == "driverctl"
+    assert d.reason == ("driver_override 'pci-stub' was set by driverctl; leaving it alone "
+                        "('takeover: true' takes it)")
+    kernel2, ctx2 = setup(tmp_path / "t", VFS % "takeover: true")
+    kernel2.sysfs.write(f"sys/bus/pci/devices/{VF0}/driver_override", "pci-stub")
+    assert apply(ctx2, [VF0])[VF0].driver == "mlx5_vfio_pci"
+
+
+def test_release_returns_to_host_driver_and_forgets(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    apply(ctx, [VF0])
+    dev = __import__("vfio_flavourd.pci", fromlist=["x"]).read_device(ctx.sysfs, VF0)
+    o = ctx.binder(0).release(dev)
+    assert (o.result, o.driver, o.message) == ("released", "mlx5_core", "on host driver mlx5_core")
+    assert override_of(kernel, VF0) == "(null)"
+    assert ctx.state.get(VF0) is None
+
+
+def test_release_reloads_an_unloaded_host_module(tmp_path):
+    kernel, ctx = setup(tmp_path, """\
+        version: 1
+        rules:
+          - {name: nic, match: {address: "0000:04:00.0"}, flavour: vfio}
+        """)
+    apply(ctx)
+    kernel.rmmod("e1000e")
+    dev = __import__("vfio_flavourd.pci", fromlist=["x"]).read_device(ctx.sysfs, E1000E)
+    o = ctx.binder(0).release(dev)
+    assert (o.result, o.driver) == ("released", "e1000e")
+    assert "modprobe e1000e" in o.steps
+
+
+def test_keep_is_idempotent(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    apply(ctx, [VF0])
+    n_ops = len(kernel.ops)
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.message) == ("kept", "already on mlx5_vfio_pci")
+    assert [op for op in kernel.ops[n_ops:] if op.kind == "write"] == []
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "")
+    n_ops = len(kernel.ops)
+    out = apply(ctx, dry_run=True)
+    assert out[VF0].result == "dry-run"
+    assert out[VF0].message == ("would modprobe mlx5_vfio_pci, set driver_override, unbind from "
+                                "mlx5_core, probe")
+    assert kernel.ops[n_ops:] == [] and ctx.state.read() == {}
+
+
+def test_group_all_binds_every_endpoint(tmp_path):
+    b = build_host(tmp_path)
+    b.bridge("0000:00:07.0", secondary=0x07)
+    b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    b.device("0000:07:00.1", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    kernel = b.kernel()
+    write_policy(tmp_path, """\
+        version: 1
+        rules:
+          - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
+        """)
+    ctx = make_ctx(kernel)
+    out = apply(ctx)
+    assert out["0000:07:00.1"].result == "bound"
+    assert driver_of(kernel, "0000:07:00.1") == "vfio-pci"
+    from vfio_flavourd.iommu import group_status
+    st = group_status(ctx.sysfs, "77", ctx.index.modules())
+    assert st.viable and st.blockers == ()
+
+
+def test_group_blockers_are_named(tmp_path):
+    b = build_host(tmp_path)
+    b.bridge("0000:00:07.0", secondary=0x07)
+    b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    b.device("0000:07:00.1", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    kernel = b.kernel()
+    write_policy(tmp_path, """\
+        version: 1
+        rules:
+          - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio}
+        """)
+    ctx = make_ctx(kernel)
+    apply(ctx)
+    from vfio_flavourd.commands.status import collect
+    row = [r for r in collect(ctx) if r["address"] == "0000:07:00.0"][0]
+    assert row["group_viable"] is False
+    assert row["group_blockers"] == [{"address": "0000:07:00.1", "driver": "e1000e"}]
+
+
+def test_sriov_drivers_autoprobe_rule(tmp_path):
+    kernel, ctx = setup(tmp_path, """\
+        version: 1
+        rules:
+          - name: pf
+            match: {address: "0000:3b:00.0"}
+            flavour: host
+            sriov_drivers_autoprobe: false
+        """)
+    apply(ctx, [PF])
+    assert kernel.sysfs.read(f"sys/bus/pci/devices/{PF}/sriov_drivers_autoprobe") == "0"
+
+
+def test_write_error_on_probe_rolls_back(tmp_path):
+    kernel, ctx = setup(tmp_path, VFS % "fallback: none")
+    kernel.inject(WriteFails("sys/bus/pci/drivers_probe", errno=errno.ENOMEM, times=1))
+    o = apply(ctx, [VF0])[VF0]
+    assert o.result == "failed"
+    assert driver_of(kernel, VF0) == "mlx5_core"
+    assert override_of(kernel, VF0) == "(null)"
+
+
+def test_virtio_device_gets_virtio_variant(tmp_path):
+    kernel, ctx = setup(tmp_path, """\
+        version: 1
+        rules:
+          - {name: v, match: {vendor: 0x1af4}, flavour: vfio}
+        """)
+    o = apply(ctx)[VIRTIO]
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci")
