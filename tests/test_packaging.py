@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -217,11 +216,19 @@ def test_lintian_reports_no_errors_or_warnings(built):
 # -- the installed package works -----------------------------------------------------------
 
 
+def by_shebang(script: Path, drop=()) -> list:
+    """argv that runs `script` with the interpreter its #! line names, as
+    exec would, but also where the temporary directory is mounted noexec."""
+    first = script.read_text().splitlines()[0]
+    assert first.startswith("#!/usr/bin/python3"), f"{script}: {first}"
+    return [a for a in first[2:].split() if a not in drop] + [str(script)]
+
+
 def installed(root: Path, *args, **extra_env) -> subprocess.CompletedProcess:
     """The unpacked entry point, run by its own #! line (Debian's python3),
     with only the unpacked modules on the path."""
     env = clean_env(PYTHONPATH=str(root / DIST), **extra_env)
-    return run([root / "usr/sbin/vfio-flavourd", "--root", root, *args], env=env)
+    return run(by_shebang(root / "usr/sbin/vfio-flavourd") + ["--root", root, *args], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +270,9 @@ def test_installed_plan_and_callout_with_the_admin_examples(runnable, tmp_path):
         # it names the rule and module and, the device being bound, leaves
         # driver_override (and modprobe) alone.
         callout = runnable / "usr/libexec/vfio-flavourd/vfio-flavourd-udev"
-        r = run(["/usr/bin/python3", callout, "0000:3b:00.2"],
+        # Without its -I, which would ignore the PYTHONPATH that points at
+        # the unpacked modules.
+        r = run(by_shebang(callout, drop=("-I",)) + ["0000:3b:00.2"],
                 env=clean_env(PYTHONPATH=str(runnable / DIST), VFIO_FLAVOURD_ROOT=str(runnable)))
         assert (r.returncode, r.stderr) == (0, "")
         assert r.stdout.splitlines() == ["VFIO_FLAVOURD_RULE=mlx5-vfs",
@@ -281,8 +290,9 @@ def test_installed_daemon_starts_notifies_and_stops(runnable, tmp_path):
     sock.bind(str(sock_path))
     sock.settimeout(60)
     env = clean_env(PYTHONPATH=str(runnable / DIST), NOTIFY_SOCKET=str(sock_path))
-    proc = subprocess.Popen([runnable / "usr/sbin/vfio-flavourd", "--root", runnable,
-                             "daemon", "--dry-run"], env=env, text=True, cwd="/",
+    argv = by_shebang(runnable / "usr/sbin/vfio-flavourd")
+    proc = subprocess.Popen(argv + ["--root", str(runnable), "daemon", "--dry-run"],
+                            env=env, text=True, cwd="/",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         messages = []
