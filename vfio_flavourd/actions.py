@@ -61,7 +61,10 @@ def carry_out(ctx, binder: Binder, decision, *, force=False, dry_run=False,
 
 def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
     rule = decision.rule
-    fresh_decision = engine.decide_with_rule(dev, rule, ctx.index) if rule else decision
+    # Decide again on the fresh read, ownership included, so that apply
+    # skips what plan leaves alone instead of reporting it as refused.
+    fresh_decision = (engine.decide_with_rule(dev, rule, ctx.index, owner=ctx.owner_of(dev))
+                      if rule else decision)
     action, module = fresh_decision.action, fresh_decision.module
     if action == engine.BIND:
         return binder.bind(dev, module, rule, force=force, dry_run=dry_run)

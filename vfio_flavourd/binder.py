@@ -75,14 +75,22 @@ class Binder:
     def _gone(self, address: str) -> bool:
         return not self.sysfs.exists(f"{PCI_DEVICES}/{address}")
 
-    def _write(self, out: Outcome, rel: str, value: str, what: str) -> None:
+    def _write(self, out: Outcome, rel: str, value: str, what: str, attempts: int = 1) -> None:
         out.steps.append(f"{what}: write {value.strip() or repr(value)} to {rel}")
-        try:
-            self.sysfs.write(rel, value)
-        except SysfsError as e:
-            if self._gone(out.address):
-                raise DeviceGone(out.address) from None
-            raise _StepFailed(f"{what} failed: {e}") from None
+        for attempt in range(attempts):
+            try:
+                self.sysfs.write(rel, value)
+                return
+            except SysfsError as e:
+                if self._gone(out.address):
+                    raise DeviceGone(out.address) from None
+                if attempt + 1 == attempts:
+                    raise _StepFailed(f"{what} failed: {e}") from None
+                out.steps.append(f"retrying after: {e}")
+
+    # Writes on the way back are retried: giving up there is what strands a
+    # device, and a transient error (ENOMEM, EBUSY) must not do that.
+    ROLLBACK_ATTEMPTS = 3
 
     def current_driver(self, address: str) -> Optional[str]:
         return self.sysfs.link(self._dev(address, "driver"))
@@ -239,35 +247,30 @@ class Binder:
         if got != driver:
             raise _StepFailed(f"probe by {driver} through new_id failed")
 
+    def _best_effort(self, out: Outcome, rel: str, value: str, what: str) -> None:
+        """A write on the way back: retried, and a failure is noted, not raised,
+        so the remaining steps still run."""
+        try:
+            self._write(out, rel, value, what, attempts=self.ROLLBACK_ATTEMPTS)
+        except _StepFailed as e:
+            out.steps.append(f"warning: {e}")
+
     def _restore(self, out: Outcome, dev: pci.PciDevice) -> None:
         """Put the device back as it was: the previous override, and its
         previous driver (by reprobe, then by an explicit bind)."""
         a = dev.address
         out.steps.append("rolling back")
         if self.sysfs.exists(self._dev(a, "driver_override")):
-            try:
-                self._write(out, self._dev(a, "driver_override"),
-                            dev.driver_override or "\n", "restore override")
-            except _StepFailed as e:
-                out.steps.append(f"warning: {e}")
+            self._best_effort(out, self._dev(a, "driver_override"), dev.driver_override or "\n",
+                              "restore override")
         current = self.current_driver(a)
         if current is not None and current != dev.driver:
-            try:
-                self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
-            except _StepFailed as e:
-                out.steps.append(f"warning: {e}")
+            self._best_effort(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
         if self.current_driver(a) is None:
-            try:
-                self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
-            except _StepFailed as e:
-                out.steps.append(f"warning: {e}")
-            got = self.settle(a, dev.driver)
-            if got is None and dev.driver is not None:
-                try:
-                    self._write(out, f"{PCI_DRIVERS}/{dev.driver}/bind", a,
-                                f"bind back to {dev.driver}")
-                except _StepFailed as e:
-                    out.steps.append(f"warning: {e}")
+            self._best_effort(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+            if self.settle(a, dev.driver) is None and dev.driver is not None:
+                self._best_effort(out, f"{PCI_DRIVERS}/{dev.driver}/bind", a,
+                                  f"bind back to {dev.driver}")
         out.driver = self.current_driver(a)
 
     def _restored_text(self, out: Outcome, dev: pci.PciDevice) -> str:

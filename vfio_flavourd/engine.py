@@ -143,7 +143,9 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
     """`owner`: who set the device's driver_override, when it has one
     ("vfio-flavourd", "driverctl", ...); another tool's override is left
     alone unless the rule says takeover."""
-    d = Decision(device=dev)
+    # Who set the override is a fact about the device, worth showing
+    # whether or not a rule claims it.
+    d = Decision(device=dev, owner=owner)
     for rule in policy.rules:
         checks = rule.match.check(dev)
         matched = all(ok for _, ok, _ in checks)

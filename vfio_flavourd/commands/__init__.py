@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("plan", "explain", "apply", "release", "status", "daemon", "variants", "check_config")
+COMMANDS = ("plan", "explain", "apply", "release", "status", "daemon", "variants",
+            "check_config", "migrate")
 
 
 def load(name: str):
