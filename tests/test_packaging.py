@@ -54,6 +54,7 @@ FIXED = {
     "/usr/share/bash-completion/completions/vfio-flavourd": 0o644,
     "/usr/share/doc/vfio-flavourd/copyright": 0o644,
     "/usr/share/doc/vfio-flavourd/changelog.Debian.gz": 0o644,
+    "/usr/share/doc/vfio-flavourd/migration.md.gz": 0o644,
     "/usr/share/lintian/overrides/vfio-flavourd": 0o644,
 }
 

@@ -195,7 +195,8 @@ def test_debian_install_lists_name_files_that_exist():
     for ln in _lines(DEBIAN / "vfio-flavourd.install"):
         src = ln.split()[0]
         assert glob.glob(str(TOP / src)), f"debian/vfio-flavourd.install: {src} matches nothing"
-    for name in ("vfio-flavourd.manpages", "vfio-flavourd.bash-completion"):
+    for name in ("vfio-flavourd.manpages", "vfio-flavourd.bash-completion",
+                 "vfio-flavourd.docs"):
         for ln in _lines(DEBIAN / name):
             assert (TOP / ln.split()[0]).is_file(), f"debian/{name}: {ln} is missing"
 
