@@ -68,13 +68,17 @@ class Harness:
         return self
 
     def messages(self, timeout=0.5):
+        """What arrived, until nothing more came for `timeout` (or for at
+        most 5 s: watchdog pings never stop)."""
         self.sock.settimeout(timeout)
         out = []
+        deadline = time.monotonic() + 5
         try:
-            while True:
+            while time.monotonic() < deadline:
                 out.append(self.sock.recv(4096).decode())
         except socket.timeout:
-            return out
+            pass
+        return out
 
     def idle(self):
         assert wait_idle(self.daemon, 30)
@@ -152,7 +156,9 @@ def test_device_removed_while_binding(harness):
     h = harness().start()
     h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "0")
     h.idle()
-    h.kernel.inject(Vanish("0000:3b:00.2", at_write=2))
+    # Unplugged right before the daemon's first write to it (write 1 is ours,
+    # to sriov_numvfs, below).
+    h.kernel.inject(Vanish("0000:3b:00.2", at_write=h.kernel.write_count + 2))
     h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "2")
     h.idle()
     assert not h.kernel.sysfs.exists("sys/bus/pci/devices/0000:3b:00.2")
