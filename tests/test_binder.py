@@ -11,7 +11,7 @@ from simhost import (BOOT_DISK, E1000E, MGMT, PF, VF0, VF1, VGA, VIRTIO, build_h
                      make_ctx, override_of, write_policy)
 
 
-def setup(tmp_path, policy, **kw):
+def host_ctx(tmp_path, policy, **kw):
     kernel = build_host(tmp_path, **kw).kernel()
     write_policy(tmp_path, policy)
     ctx = make_ctx(kernel)
@@ -38,7 +38,7 @@ rules:
 
 
 def test_variant_bound_with_driver_name_and_state(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     out = apply(ctx, [VF0])
     o = out[VF0]
     assert (o.result, o.module, o.driver, o.previous_driver) == (
@@ -51,7 +51,7 @@ def test_variant_bound_with_driver_name_and_state(tmp_path):
 
 
 def test_catch_all_uses_driver_name_not_module_name(tmp_path):
-    kernel, ctx = setup(tmp_path, """\
+    kernel, ctx = host_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: nic, match: {address: "0000:04:00.0"}, flavour: vfio}
@@ -65,7 +65,7 @@ def test_catch_all_uses_driver_name_not_module_name(tmp_path):
 
 
 def test_silent_probe_failure_is_caught_and_fallback_used(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(ProbeFails("mlx5_vfio_pci", address=VF0))
     o = apply(ctx, [VF0])[VF0]
     assert (o.result, o.module, o.driver) == ("bound", "vfio_pci", "vfio-pci")
@@ -76,7 +76,7 @@ def test_silent_probe_failure_is_caught_and_fallback_used(tmp_path):
 
 
 def test_probe_failure_without_fallback_returns_device(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "fallback: none")
+    kernel, ctx = host_ctx(tmp_path, VFS % "fallback: none")
     kernel.inject(ProbeFails("mlx5_vfio_pci"))
     o = apply(ctx, [VF0])[VF0]
     assert o.result == "failed"
@@ -88,7 +88,7 @@ def test_probe_failure_without_fallback_returns_device(tmp_path):
 
 
 def test_modprobe_failure_uses_fallback(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(ModprobeFails("mlx5_vfio_pci"))
     o = apply(ctx, [VF0])[VF0]
     assert (o.result, o.driver) == ("bound", "vfio-pci")
@@ -96,7 +96,7 @@ def test_modprobe_failure_uses_fallback(tmp_path):
 
 
 def test_unbind_busy_restores(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(UnbindBusy(driver="mlx5_core"))
     o = apply(ctx, [VF0])[VF0]
     assert o.result == "failed"
@@ -106,7 +106,7 @@ def test_unbind_busy_restores(tmp_path):
 
 
 def test_device_vanishing_mid_sequence(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(Vanish(VF0, at_write=2, when="before"))
     o = apply(ctx, [VF0])[VF0]
     assert (o.result, o.message) == ("gone", "device disappeared (hot-unplug) during binding")
@@ -114,7 +114,7 @@ def test_device_vanishing_mid_sequence(tmp_path):
 
 
 def test_kernel_without_driver_override(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(OverrideMissing())
     o = apply(ctx, [VF0])[VF0]
     assert o.result == "failed"
@@ -124,7 +124,7 @@ def test_kernel_without_driver_override(tmp_path):
 
 
 def test_new_id_path_is_undone_so_other_devices_are_not_captured(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "allow_new_id: true")
+    kernel, ctx = host_ctx(tmp_path, VFS % "allow_new_id: true")
     kernel.inject(OverrideMissing())
     o = apply(ctx, [VF0])[VF0]
     assert (o.result, o.driver) == ("bound", "mlx5_vfio_pci")
@@ -137,7 +137,7 @@ def test_new_id_path_is_undone_so_other_devices_are_not_captured(tmp_path):
 
 
 def test_locked_driver_override(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(OverrideLocked())
     o = apply(ctx, [VF0])[VF0]
     assert o.result == "failed"
@@ -154,7 +154,7 @@ def test_locked_driver_override(tmp_path):
           "or 'force: true' overrides)"),
 ])
 def test_guards_refuse_and_force_overrides(tmp_path, address, reason):
-    kernel, ctx = setup(tmp_path, f"""\
+    kernel, ctx = host_ctx(tmp_path, f"""\
         version: 1
         rules:
           - {{name: x, match: {{address: "{address}"}}, flavour: vfio}}
@@ -169,14 +169,14 @@ def test_guards_refuse_and_force_overrides(tmp_path, address, reason):
 
 
 def test_bridges_are_refused_even_forced(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     dev = __import__("vfio_flavourd.pci", fromlist=["x"]).read_device(ctx.sysfs, "0000:00:01.0")
     o = ctx.binder(0).bind(dev, "vfio_pci", None, force=True)
     assert (o.result, o.message) == ("refused", "bridges are never bound to vfio")
 
 
 def test_override_of_another_tool_is_left_alone(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.sysfs.write(f"sys/bus/pci/devices/{VF0}/driver_override", "pci-stub")
     d = actions.decisions_for(ctx, [VF0])[0]
     assert (d.action, d.owner) == ("none", "another tool (libvirt?)")
@@ -186,13 +186,13 @@ def test_override_of_another_tool_is_left_alone(tmp_path):
     assert d.owner == "driverctl"
     assert d.reason == ("driver_override 'pci-stub' was set by driverctl; leaving it alone "
                         "('takeover: true' takes it)")
-    kernel2, ctx2 = setup(tmp_path / "t", VFS % "takeover: true")
+    kernel2, ctx2 = host_ctx(tmp_path / "t", VFS % "takeover: true")
     kernel2.sysfs.write(f"sys/bus/pci/devices/{VF0}/driver_override", "pci-stub")
     assert apply(ctx2, [VF0])[VF0].driver == "mlx5_vfio_pci"
 
 
 def test_release_returns_to_host_driver_and_forgets(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     apply(ctx, [VF0])
     dev = __import__("vfio_flavourd.pci", fromlist=["x"]).read_device(ctx.sysfs, VF0)
     o = ctx.binder(0).release(dev)
@@ -202,7 +202,7 @@ def test_release_returns_to_host_driver_and_forgets(tmp_path):
 
 
 def test_release_reloads_an_unloaded_host_module(tmp_path):
-    kernel, ctx = setup(tmp_path, """\
+    kernel, ctx = host_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: nic, match: {address: "0000:04:00.0"}, flavour: vfio}
@@ -216,7 +216,7 @@ def test_release_reloads_an_unloaded_host_module(tmp_path):
 
 
 def test_keep_is_idempotent(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     apply(ctx, [VF0])
     n_ops = len(kernel.ops)
     o = apply(ctx, [VF0])[VF0]
@@ -225,7 +225,7 @@ def test_keep_is_idempotent(tmp_path):
 
 
 def test_dry_run_changes_nothing(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "")
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
     n_ops = len(kernel.ops)
     out = apply(ctx, dry_run=True)
     assert out[VF0].result == "dry-run"
@@ -274,7 +274,7 @@ def test_group_blockers_are_named(tmp_path):
 
 
 def test_sriov_drivers_autoprobe_rule(tmp_path):
-    kernel, ctx = setup(tmp_path, """\
+    kernel, ctx = host_ctx(tmp_path, """\
         version: 1
         rules:
           - name: pf
@@ -287,7 +287,7 @@ def test_sriov_drivers_autoprobe_rule(tmp_path):
 
 
 def test_write_error_on_probe_rolls_back(tmp_path):
-    kernel, ctx = setup(tmp_path, VFS % "fallback: none")
+    kernel, ctx = host_ctx(tmp_path, VFS % "fallback: none")
     kernel.inject(WriteFails("sys/bus/pci/drivers_probe", errno=errno.ENOMEM, times=1))
     o = apply(ctx, [VF0])[VF0]
     assert o.result == "failed"
@@ -296,10 +296,32 @@ def test_write_error_on_probe_rolls_back(tmp_path):
 
 
 def test_virtio_device_gets_virtio_variant(tmp_path):
-    kernel, ctx = setup(tmp_path, """\
+    kernel, ctx = host_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: v, match: {vendor: 0x1af4}, flavour: vfio}
         """)
     o = apply(ctx)[VIRTIO]
     assert (o.result, o.driver) == ("bound", "virtio_vfio_pci")
+
+
+def test_group_all_leaves_members_another_rule_names(tmp_path):
+    b = build_host(tmp_path)
+    b.bridge("0000:00:07.0", secondary=0x07)
+    b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    b.device("0000:07:00.1", 0x8086, 0xA1C1, 0x060100, driver="lpc_ich", iommu_group=77)
+    kernel = b.kernel()
+    write_policy(tmp_path, """\
+        version: 1
+        rules:
+          - {name: lpc, match: {class: "0601"}, flavour: ignore}
+          - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
+        """)
+    ctx = make_ctx(kernel)
+    out = apply(ctx)
+    assert out["0000:07:00.0"].result == "bound"
+    assert out["0000:07:00.1"].result == "skipped"
+    assert out["0000:07:00.1"].message == (
+        "rule lpc says ignore, so 'group: all' of rule g leaves it; IOMMU group 77 stays "
+        "blocked by it")
+    assert driver_of(kernel, "0000:07:00.1") == "lpc_ich"

@@ -254,3 +254,39 @@ def test_dry_run_changes_nothing(harness):
     h.start()
     assert driver_of(h.kernel, VF0) == "mlx5_core"
     assert any("dry-run" in m for m in h.log_text())
+
+
+def test_failed_device_is_not_retried_on_its_own_rollback_events(harness):
+    policy = POLICY.replace("    flavour: vfio\n  - name: virtio", "    flavour: vfio\n    fallback: none\n  - name: virtio")
+    h = harness(policy=policy)
+    from vfio_flavourd.sim import ProbeFails
+    h.kernel.inject(ProbeFails("mlx5_vfio_pci"))
+    h.start()
+    h.idle()
+    assert driver_of(h.kernel, VF0) == "mlx5_core"
+    assert h.daemon.ctx.state.get(VF0)["outcome"] == "failed"
+    probes = len([op for op in h.kernel.ops if op.kind == "probe"])
+    time.sleep(0.3)
+    h.idle()
+    assert len([op for op in h.kernel.ops if op.kind == "probe"]) == probes
+    # A reload tries again.
+    h.daemon.request_reload()
+    deadline = time.monotonic() + 10
+    while len([op for op in h.kernel.ops if op.kind == "probe"]) == probes and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+    h.idle()
+    assert len([op for op in h.kernel.ops if op.kind == "probe"]) > probes
+
+
+def test_pending_events_merge_by_strength(harness):
+    h = harness()
+    d = h.daemon
+    d.enqueue("0000:01:00.0", "unbind")
+    d.enqueue("0000:01:00.0", "bind")
+    d.enqueue("0000:01:00.1", "add")
+    d.enqueue("0000:01:00.1", "unbind")
+    d.enqueue("0000:01:00.2", "add")
+    d.enqueue("0000:01:00.2", "remove")
+    assert dict(d._pending) == {"0000:01:00.0": "bind", "0000:01:00.1": "add",
+                                "0000:01:00.2": "remove"}

@@ -26,7 +26,16 @@ def expand_groups(ctx, decisions: list) -> list:
             dev = fresh(ctx.sysfs, member)
             if dev is None or dev.is_bridge:
                 continue
-            md = engine.decide_with_rule(dev, d.rule, ctx.index)
+            own = engine.decide(dev, ctx.policy, ctx.index, owner=ctx.owner_of(dev))
+            if own.rule is not None and own.rule.flavour != "vfio":
+                # A rule that names this device wins over a group sweep.
+                own.reason = (f"rule {own.rule.name} says {own.rule.flavour}, so 'group: all' "
+                              f"of rule {d.rule.name} leaves it; IOMMU group "
+                              f"{d.device.iommu_group} stays blocked by it")
+                by_addr[member] = own
+                out.append(own)
+                continue
+            md = engine.decide_with_rule(dev, d.rule, ctx.index, owner=ctx.owner_of(dev))
             md.reason = f"in IOMMU group {d.device.iommu_group} with {d.device.address} " \
                         f"(rule {d.rule.name} has group: all)"
             by_addr[member] = md
@@ -74,9 +83,10 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
         return Outcome(dev.address, action, "kept", module=module, driver=dev.driver,
                        previous_driver=dev.driver, rule=rule.name if rule else None,
                        message=fresh_decision.reason)
+    # The planner's reason can say more (why a group sweep left the device).
+    reason = decision.reason if decision.action == action else fresh_decision.reason
     return Outcome(dev.address, action, "skipped", rule=rule.name if rule else None,
-                   driver=dev.driver, previous_driver=dev.driver,
-                   message=fresh_decision.reason)
+                   driver=dev.driver, previous_driver=dev.driver, message=reason)
 
 
 def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:

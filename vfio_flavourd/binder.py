@@ -159,6 +159,10 @@ class Binder:
                                + " (--force or 'force: true' overrides)")
                 return out
         has_override = self.sysfs.exists(self._dev(dev.address, "driver_override"))
+        if not has_override and self._gone(dev.address):
+            out.result, out.message = "gone", "device disappeared (hot-unplug) during binding"
+            self.state.update(dev.address, None)
+            return out
         if not has_override and not (rule and rule.allow_new_id):
             out.message = ("this kernel has no driver_override attribute for "
                            f"{dev.address} (added in Linux 3.16); a rule with "

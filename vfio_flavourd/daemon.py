@@ -21,6 +21,9 @@ from .context import Context
 from .errors import FlavourdError, PolicyError
 
 REMOVE = "remove"
+# When several events for one device are pending, the strongest decides what
+# the worker does with it.
+_STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
 
 
 class Daemon:
@@ -68,7 +71,8 @@ class Daemon:
 
     def enqueue(self, address: str, action: str) -> None:
         with self._cond:
-            if action == REMOVE or address not in self._pending:
+            old = self._pending.get(address)
+            if old is None or _STRENGTH.get(action, 2) >= _STRENGTH.get(old, 2):
                 self._pending[address] = action
             self._cond.notify()
 
@@ -104,6 +108,12 @@ class Daemon:
                                   extra={"fields": {"PCI_SLOT": address,
                                                     "MESSAGE_ID": log.MSG_GONE}})
                 return
+            if action == "unbind":
+                # Our own unbinds, or a person's: a device left without a
+                # driver is not a reason to act.
+                return
+            if action == "bind" and self._settled_failure(ctx, address):
+                return
             decisions = actions.decisions_for(ctx, [address])
             decisions = actions.expand_groups(ctx, decisions)
             binder = ctx.binder(self.settle_timeout)
@@ -121,6 +131,17 @@ class Daemon:
             self.log.exception("%s: unexpected error while handling %s", address, action)
         finally:
             self.handled += 1
+
+    def _settled_failure(self, ctx, address: str) -> bool:
+        """A bind event for a device we failed to move and gave back to its
+        driver: the event is our own rollback.  Acting on it would retry the
+        same failure for ever (seen on the real-kernel tier); a reload or a
+        new add event retries instead."""
+        rec = ctx.state.get(address)
+        if not rec or rec.get("outcome") != "failed":
+            return False
+        now = ctx.sysfs.link(f"sys/bus/pci/devices/{address}/driver")
+        return now == rec.get("previous_driver")
 
     def _worker(self) -> None:
         while True:

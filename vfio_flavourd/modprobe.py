@@ -31,7 +31,7 @@ class ModuleLoader:
     def __init__(self, command: Optional[Sequence[str]] = None, timeout: float = 60.0):
         if command is None:
             import shlex
-            command = shlex.split(os.environ.get(ENV_MODPROBE, "modprobe"))
+            command = shlex.split(os.environ.get(ENV_MODPROBE, "")) or [find_modprobe()]
         self.command = list(command)
         self.timeout = timeout
 
@@ -53,6 +53,15 @@ class ModuleLoader:
         if proc.returncode != 0:
             msg = (proc.stderr or proc.stdout).strip().splitlines()
             raise ModprobeError(module, msg[-1] if msg else f"exit status {proc.returncode}")
+
+
+def find_modprobe() -> str:
+    """modprobe's full path.  udevd runs programs with no PATH at all, so the
+    callout would otherwise fail with "command not found" (seen on the real
+    kernel tier)."""
+    import shutil
+    path = os.environ.get("PATH") or ""
+    return shutil.which("modprobe", path=path + ":/usr/sbin:/sbin:/usr/bin:/bin") or "modprobe"
 
 
 def driver_names(sysfs: Sysfs, module: str) -> list:

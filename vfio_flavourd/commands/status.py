@@ -34,7 +34,7 @@ def collect(ctx) -> list:
             "message": rec.get("message"),
             "since": rec.get("since"),
             "previous_driver": rec.get("previous_driver"),
-            "iommu_group": group.group,
+            "iommu_group": int(group.group) if (group.group or "").isdigit() else group.group,
             "group_viable": group.viable,
             "group_blockers": [{"address": a, "driver": d} for a, d in group.blockers],
         })
