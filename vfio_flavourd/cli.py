@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from . import __version__, commands
-from .errors import FlavourdError, PolicyError
+from .errors import FlavourdError, PolicyError, UsageError
 from .root import ENV_ROOT, Root
 
 PROG = "vfio-flavourd"
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="FILE", action="append", default=[],
                    help="read this policy file instead of the policy.d search path "
                         "(repeatable)")
+    p.add_argument("--simulate", action="store_true",
+                   help="act on a scratch copy of --root through the simulated kernel "
+                        "(nothing is written to the root or to real devices)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in commands.COMMANDS:
@@ -43,7 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
 def make_context(args):
     from .context import Context
     root = Root(args.root, kernel_release=args.kernel_release)
-    return Context(root, policy_paths=args.policy)
+    if not args.simulate:
+        return Context(root, policy_paths=args.policy)
+    if root.is_host:
+        raise UsageError("--simulate needs --root DIR: a copy of a machine, such as "
+                         "examples/hosts/virt-server")
+    import atexit
+    import shutil
+    import tempfile
+    from .sim import SimKernel
+    scratch = tempfile.mkdtemp(prefix="vfio-flavourd-sim-")
+    atexit.register(shutil.rmtree, scratch, True)
+    shutil.copytree(root.dir, scratch, symlinks=True, dirs_exist_ok=True)
+    kernel = SimKernel(scratch)
+    ctx = Context(Root(scratch, kernel_release=args.kernel_release), policy_paths=args.policy)
+    ctx.sysfs = kernel.sysfs
+    ctx.loader = kernel.loader
+    print(f"{PROG}: simulating on a scratch copy of {root.dir} ({scratch}); nothing real "
+          "is touched", file=sys.stderr)
+    return ctx
 
 
 def main(argv=None) -> int:

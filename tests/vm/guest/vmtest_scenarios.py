@@ -291,10 +291,6 @@ def test_scenario_7_failed_probes_never_strand_the_device(clean_slate):
     assert g.driver_override(addr) is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found here: the daemon's own unbind/bind of a device whose probes fail raise "
-    "uevents that make it try again, forever (34 rounds in 100 s); strict: remove "
-    "this mark once a failed device is not retried on its own events"))
 def test_scenario_7_daemon_gives_up_on_failed_probes(clean_slate):
     """The same device under the daemon: back on virtio-pci, the daemon
     alive, and one failed attempt, not a retry loop fed by its own uevents."""
@@ -313,11 +309,6 @@ UDEV_RULES = "/etc/udev/rules.d"
 CALLOUT = "/usr/libexec/vfio-flavourd/vfio-flavourd-udev"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found here: udevd runs IMPORT{program} callouts with no PATH, so the callout's "
-    "`modprobe vfio_pci` fails (\"modprobe: command not found\", see "
-    "udev-callout.err) and it prints no VFIO_FLAVOURD_DRIVER while the vfio module is "
-    "not loaded yet; strict: remove this mark once the callout finds modprobe"))
 def test_scenario_3_udev_rule_sets_override_before_the_host_driver(clean_slate, vm):
     """udevd with the project's rule: on the add event of an e1000e whose
     module is not loaded, the rule writes driver_override before
