@@ -325,3 +325,51 @@ def test_group_all_leaves_members_another_rule_names(tmp_path):
         "rule lpc says ignore, so 'group: all' of rule g leaves it; IOMMU group 77 stays "
         "blocked by it")
     assert driver_of(kernel, "0000:07:00.1") == "lpc_ich"
+
+
+UPGRADE = """\
+version: 1
+rules:
+  - name: vfs
+    match: {vendor: 0x15b3, virtfn: true}
+    flavour: vfio
+    upgrade: true
+"""
+
+
+def _to_catch_all(kernel):
+    kernel.loader.load("vfio_pci")
+    kernel.sysfs.write(f"sys/bus/pci/devices/{VF0}/driver_override", "vfio-pci")
+    kernel.sysfs.write("sys/bus/pci/drivers/mlx5_core/unbind", VF0)
+    kernel.sysfs.write("sys/bus/pci/drivers_probe", VF0)
+    assert driver_of(kernel, VF0) == "vfio-pci"
+
+
+def test_upgrade_from_catch_all_to_variant(tmp_path):
+    kernel, ctx = host_ctx(tmp_path, UPGRADE.replace("upgrade: true", "upgrade: true\n    takeover: true"))
+    _to_catch_all(kernel)
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.driver, o.previous_driver) == ("bound", "mlx5_vfio_pci", "vfio-pci")
+
+
+def test_no_upgrade_while_the_group_is_open(tmp_path):
+    kernel, ctx = host_ctx(tmp_path, UPGRADE.replace("upgrade: true", "upgrade: true\n    takeover: true"))
+    _to_catch_all(kernel)
+    group = kernel.sysfs.link(f"sys/bus/pci/devices/{VF0}/iommu_group")
+    fd = tmp_path / "proc/4242/fd"
+    fd.mkdir(parents=True)
+    (tmp_path / "proc/4242/comm").write_text("qemu-system-x86\n")
+    import os
+    os.symlink(f"/dev/vfio/{group}", fd / "17")
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.message) == (
+        "refused", f"in use: /dev/vfio/{group} is open in pid 4242 (qemu-system-x86)")
+    assert driver_of(kernel, VF0) == "vfio-pci"
+
+
+def test_without_upgrade_the_catch_all_is_kept(tmp_path):
+    kernel, ctx = host_ctx(tmp_path, UPGRADE.replace("upgrade: true", "takeover: true"))
+    _to_catch_all(kernel)
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.message) == (
+        "kept", "already on vfio driver vfio-pci; 'upgrade: true' would move it to mlx5_vfio_pci")

@@ -21,6 +21,7 @@ from typing import Optional
 
 from . import guards, pci
 from .engine import is_vfio_driver
+from .iommu import open_holders
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
@@ -157,6 +158,14 @@ class Binder:
                 out.result = "refused"
                 out.message = ("refusing to unbind: " + "; ".join(reasons)
                                + " (--force or 'force: true' overrides)")
+                return out
+        if is_vfio_driver(dev, self.index.modules()):
+            # An upgrade from vfio-pci to a variant: never under a user.
+            holders = open_holders(self.sysfs, dev.address, dev.iommu_group)
+            if holders:
+                out.result = "refused"
+                out.message = "in use: " + ", ".join(
+                    f"{path} is open in pid {pid} ({comm})" for pid, comm, path in holders)
                 return out
         has_override = self.sysfs.exists(self._dev(dev.address, "driver_override"))
         if not has_override and self._gone(dev.address):

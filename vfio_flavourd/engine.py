@@ -195,10 +195,14 @@ def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: Optional[st
     cur = current_module(dev)
     if cur == d.module:
         d.action, d.reason = KEEP, f"already on {dev.driver}"
-    elif cur is not None and is_vfio_driver(dev, index.modules()) and not rule.upgrade:
+    elif cur is not None and is_vfio_driver(dev, index.modules()) and \
+            not (rule.upgrade and cur == CATCH_ALL):
         d.action = KEEP
-        d.reason = (f"already on vfio driver {dev.driver}; 'upgrade: true' would move it "
-                    f"to {d.module}")
+        if cur == CATCH_ALL:
+            d.reason = (f"already on vfio driver {dev.driver}; 'upgrade: true' would move it "
+                        f"to {d.module}")
+        else:
+            d.reason = f"already on vfio variant {dev.driver}; only vfio-pci is upgraded"
     else:
         d.action = BIND
         d.reason = f"rule {rule.name} wants {d.module}"

@@ -7,6 +7,7 @@ bound to a vfio driver or pci-stub, or to no driver; bridges do not count
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -44,3 +45,30 @@ def group_status(sysfs: Sysfs, group: Optional[str], vfio_modules=()) -> GroupSt
         if not is_vfio_driver(dev, vfio_modules):
             blockers.append((address, dev.driver))
     return GroupStatus(group, members, tuple(blockers))
+
+
+def open_holders(sysfs: Sysfs, address: str, group: Optional[str]) -> list:
+    """[(pid, comm, path)] of processes holding the device's VFIO nodes open:
+    its group's /dev/vfio/N, and its iommufd cdev /dev/vfio/devices/vfioX.
+    A device in use by a VM must not be moved under it."""
+    nodes = set()
+    if group is not None:
+        nodes.add(f"/dev/vfio/{group}")
+    for cdev in sysfs.entries(f"sys/bus/pci/devices/{address}/vfio-dev"):
+        nodes.add(f"/dev/vfio/devices/{cdev}")
+    if not nodes:
+        return []
+    found = []
+    for pid in sysfs.entries("proc"):
+        if not pid.isdigit():
+            continue
+        for fd in sysfs.entries(f"proc/{pid}/fd"):
+            try:
+                target = os.readlink(sysfs.root.path(f"proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+            if target in nodes:
+                comm = sysfs.read(f"proc/{pid}/comm") or "?"
+                found.append((int(pid), comm, target))
+                break
+    return sorted(found)

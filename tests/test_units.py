@@ -1,0 +1,48 @@
+"""The systemd unit and the udev rule as shipped."""
+
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd/vfio-flavourd.service"
+RULE = REPO / "udev-rules/70-vfio-flavourd.rules"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_unit_verifies_clean(tmp_path):
+    # verify checks that ExecStart's program exists: point it at one that does.
+    text = UNIT.read_text().replace("/usr/sbin/vfio-flavourd", "/bin/true")
+    copy = tmp_path / UNIT.name
+    copy.write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_unit_shape():
+    text = UNIT.read_text()
+    assert "Type=notify" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text
+    assert re.search(r"^Before=.*libvirtd\.service.*virtqemud\.service", text, re.M)
+    # the job needs modules and sysfs: these must not be switched on
+    for forbidden in ("ProtectKernelModules=yes", "ProtectKernelTunables=yes",
+                      "PrivateDevices=yes"):
+        assert forbidden not in text
+    assert "RestrictAddressFamilies=AF_UNIX AF_NETLINK" in text
+    assert "NoNewPrivileges=yes" in text
+
+
+def test_rule_sorts_before_80_drivers_and_only_imports():
+    assert RULE.name < "80-drivers.rules"
+    text = RULE.read_text()
+    lines = [l for l in text.splitlines() if l and not l.startswith("#")]
+    assert 'IMPORT{program}="/usr/libexec/vfio-flavourd/vfio-flavourd-udev %k"' in lines
+    assert ('ENV{VFIO_FLAVOURD_DRIVER}=="?*", '
+            'ATTR{driver_override}="$env{VFIO_FLAVOURD_DRIVER}"') in lines
+    assert not any("RUN" in l for l in lines)    # no long work in RUN
+    assert any('ENV{SYSTEMD_WANTS}+="vfio-flavourd.service"' in l for l in lines)
