@@ -47,6 +47,7 @@ class Root:
         if not self.dir.is_dir():
             raise UsageError(f"root {path}: not a directory")
         self._kernel_release = kernel_release
+        self._prefix = "" if self.dir == Path("/") else str(self.dir)
 
     def __repr__(self) -> str:
         return f"Root({str(self.dir)!r})"
@@ -62,6 +63,15 @@ class Root:
         if ".." in rel.parts:
             raise UsageError(f"path {rel} leaves the root")
         return self.dir / rel
+
+    def fspath(self, rel: str) -> str:
+        """path() as a plain string, built without pathlib: a scan reads
+        sysfs some 20 times per device, and pathlib's parsing was half of
+        `plan`'s time on a host of 4,096 devices."""
+        rel = rel.lstrip("/")
+        if ".." in rel and ".." in rel.split("/"):
+            raise UsageError(f"path {rel} leaves the root")
+        return f"{self._prefix}/{rel}"
 
     @property
     def kernel_release(self) -> str:

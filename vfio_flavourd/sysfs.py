@@ -27,7 +27,7 @@ class Sysfs:
         """The attribute's value without the trailing newline, or None when it
         does not exist (old kernels and bridges lack many attributes)."""
         try:
-            with open(self.root.path(rel), "r", encoding="ascii", errors="replace") as f:
+            with open(self.root.fspath(rel), "r", encoding="ascii", errors="replace") as f:
                 return f.read().rstrip("\n")
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -40,7 +40,7 @@ class Sysfs:
         """The last component of a symlink's target ("driver" -> "vfio-pci"),
         or None when there is no such link."""
         try:
-            return os.path.basename(os.readlink(self.root.path(rel)))
+            return os.path.basename(os.readlink(self.root.fspath(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
@@ -51,22 +51,22 @@ class Sysfs:
     def entries(self, rel: str) -> list:
         """Sorted names in a directory; [] when it does not exist."""
         try:
-            return sorted(os.listdir(self.root.path(rel)))
+            return sorted(os.listdir(self.root.fspath(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.root.path(rel))
+        return os.path.lexists(self.root.fspath(rel))
 
     def is_writable(self, rel: str) -> bool:
-        return os.access(self.root.path(rel), os.W_OK)
+        return os.access(self.root.fspath(rel), os.W_OK)
 
     def write(self, rel: str, value: str) -> None:
         """One write() of `value` to a sysfs attribute.  The kernel reports
         errors from the store method as the write's errno."""
         if not rel.startswith("sys/"):
             raise SysfsError(rel, "refusing to write outside sys/")
-        path = self.root.path(rel)
+        path = self.root.fspath(rel)
         try:
             fd = os.open(path, os.O_WRONLY)
         except OSError as e:
