@@ -27,14 +27,14 @@ class Sysfs:
         """The attribute's value without the trailing newline, or None when it
         does not exist (old kernels and bridges lack many attributes)."""
         try:
-            with open(self.root.fspath(rel), "r", encoding="ascii", errors="replace") as f:
-                return f.read().rstrip("\n")
+            data = _read_all(self.root.fspath(rel))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             if e.errno in (_errno.ENODEV, _errno.ENXIO):
                 return None
             raise SysfsError(rel, e.strerror or str(e), e.errno) from None
+        return data.decode("ascii", "replace").rstrip("\n")
 
     def link(self, rel: str) -> Optional[str]:
         """The last component of a symlink's target ("driver" -> "vfio-pci"),
@@ -78,3 +78,18 @@ class Sysfs:
         finally:
             os.close(fd)
 
+
+
+def _read_all(path: str) -> bytes:
+    """The whole file, with plain read(2)s: half the cost of open() and its
+    text wrapper, which a scan of thousands of devices pays 13 times each."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 8192)
+        while True:
+            more = os.read(fd, 8192)
+            if not more:
+                return data
+            data += more
+    finally:
+        os.close(fd)
