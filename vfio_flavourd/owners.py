@@ -7,14 +7,13 @@ device).  We take over only what we set ourselves, unless a rule says so.
 
 from __future__ import annotations
 
-from typing import Optional
 
 OURS = "vfio-flavourd"
 DRIVERCTL = "driverctl"
 UNKNOWN = "another tool (libvirt?)"
 
 
-def override_owner(sysfs, records, dev) -> Optional[str]:
+def override_owner(sysfs, records, dev) -> str | None:
     """OURS when our state says we wrote this very override, DRIVERCTL when
     driverctl saved one for the device, else UNKNOWN; None when unset.
     `records`: a State, or a dict of records; only its .get(address) is used."""

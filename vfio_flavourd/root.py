@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePosixPath
-from typing import Optional
 
 from .errors import UsageError
 
@@ -40,7 +39,7 @@ class Root:
     """A directory that stands for "/" of the machine being managed."""
 
     def __init__(self, path: "os.PathLike[str] | str | None" = None,
-                 kernel_release: Optional[str] = None):
+                 kernel_release: str | None = None):
         if path is None:
             path = os.environ.get(ENV_ROOT) or "/"
         self.dir = Path(path).resolve()
@@ -107,7 +106,7 @@ class Root:
     def run_dir(self) -> Path:
         return self.path(RUN_DIR)
 
-    def pci_ids(self) -> Optional[Path]:
+    def pci_ids(self) -> Path | None:
         for c in PCI_IDS_CANDIDATES:
             p = self.path(c)
             if p.is_file():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Iterator, Optional
 
 from .errors import SysfsError
 from .root import Root
@@ -23,7 +22,7 @@ class Sysfs:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root.dir})"
 
-    def read(self, rel: str) -> Optional[str]:
+    def read(self, rel: str) -> str | None:
         """The attribute's value without the trailing newline, or None when it
         does not exist (old kernels and bridges lack many attributes)."""
         try:
@@ -36,7 +35,7 @@ class Sysfs:
             raise SysfsError(rel, e.strerror or str(e), e.errno) from None
         return data.decode("ascii", "replace").rstrip("\n")
 
-    def link(self, rel: str) -> Optional[str]:
+    def link(self, rel: str) -> str | None:
         """The last component of a symlink's target ("driver" -> "vfio-pci"),
         or None when there is no such link."""
         try:
