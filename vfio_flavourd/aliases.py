@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._record import REQUIRED, record
 from .modprobe import normalise_module, valid_module_name
 
 PREFIX = "vfio_pci:"
@@ -25,19 +25,26 @@ _FIELDS_RE = re.compile(
 FIELD_NAMES = ("v", "d", "sv", "sd", "bc", "sc", "i")
 
 
-@dataclass(frozen=True)
-class Alias:
-    module: str          # as modules.alias names it, normalised ('-' -> '_')
-    pattern: str         # without the "vfio_pci:" prefix
-    wildcards: int       # fields that are a bare "*"
-    origin: str          # "path:line" it came from
-    _regex: "re.Pattern" = field(repr=False, compare=False, hash=False, default=None)
+# Each pattern's regex, compiled when first needed: a udev callout tries
+# one or two of the aliases, so compiling them all at load would be waste.
+_REGEX: dict = {}
+
+
+class Alias(record("Alias", (
+        ("module", REQUIRED),       # as modules.alias names it, normalised ('-' -> '_')
+        ("pattern", REQUIRED),      # without the "vfio_pci:" prefix
+        ("wildcards", REQUIRED),    # fields that are a bare "*"
+        ("origin", REQUIRED)))):    # "path:line" it came from
+    __slots__ = ()
 
     def matches(self, modalias: str) -> bool:
         """`modalias` as sysfs gives it ("pci:v...")."""
         if not modalias.startswith("pci:"):
             return False
-        return self._regex.match(modalias[4:]) is not None
+        regex = _REGEX.get(self.pattern)
+        if regex is None:
+            regex = _REGEX[self.pattern] = re.compile(fnmatch.translate(self.pattern), re.DOTALL)
+        return regex.match(modalias[4:]) is not None
 
     @property
     def is_catch_all(self) -> bool:
@@ -56,8 +63,7 @@ def wildcard_count(pattern: str) -> int:
 
 def make_alias(module: str, pattern: str, origin: str) -> Alias:
     return Alias(module=normalise_module(module), pattern=pattern,
-                 wildcards=wildcard_count(pattern), origin=origin,
-                 _regex=re.compile(fnmatch.translate(pattern), re.DOTALL))
+                 wildcards=wildcard_count(pattern), origin=origin)
 
 
 def _vendor_key(pattern: str) -> str | None:
@@ -123,10 +129,10 @@ def parse_builtin_modinfo(data: bytes, origin: str) -> list:
     """Aliases of built-in modules, from modules.builtin.modinfo: NUL-separated
     "module.alias=value" records (built-in modules have no modules.alias line)."""
     aliases = []
-    for n, record in enumerate(data.split(b"\0"), 1):
-        if b".alias=vfio_pci:" not in record:
+    for n, entry in enumerate(data.split(b"\0"), 1):
+        if b".alias=vfio_pci:" not in entry:
             continue
-        text = record.decode("ascii", "replace")
+        text = entry.decode("ascii", "replace")
         module, _, value = text.partition(".alias=")
         if valid_module_name(module):
             aliases.append(make_alias(module, value[len(PREFIX):], f"{origin}:record {n}"))

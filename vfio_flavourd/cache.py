@@ -15,6 +15,8 @@ import pickle
 from . import __version__
 
 CACHE_NAME = "callout-cache.pickle"
+# Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
+FORMAT = 2
 
 
 def _stat_key(path) -> tuple:
@@ -27,7 +29,7 @@ def _stat_key(path) -> tuple:
 
 def input_key(root, policy_paths=()) -> tuple:
     """Everything the cached objects were built from."""
-    parts = [__version__, root.kernel_release]
+    parts = [__version__, FORMAT, root.kernel_release]
     if policy_paths:
         parts += [_stat_key(p) for p in policy_paths]
     else:

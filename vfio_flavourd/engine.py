@@ -6,9 +6,8 @@ Decision that carries its own reasoning.  Nothing here reads or writes files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from .aliases import CATCH_ALL, Alias, VariantIndex
+from ._record import REQUIRED, record
+from .aliases import CATCH_ALL, VariantIndex
 from .modprobe import normalise_module
 from .owners import OURS
 from .pci import PciDevice
@@ -16,31 +15,41 @@ from .policy import Policy, Rule
 
 BIND, KEEP, RELEASE, NONE = "bind", "keep", "release", "none"
 
-@dataclass(frozen=True)
-class RuleTrace:
-    rule: Rule
-    matched: bool
-    reasons: tuple          # one line per match key
+class RuleTrace(record("RuleTrace", (
+        ("rule", REQUIRED),
+        ("matched", REQUIRED),
+        ("reasons", REQUIRED)))):     # one line per match key
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Candidate:
-    alias: Alias
-    verdict: str            # chosen | preferred | denied | variants-off | outranked | tie
+class Candidate(record("Candidate", (
+        ("alias", REQUIRED),
+        ("verdict", REQUIRED)))):     # chosen | preferred | denied | variants-off | outranked | tie
+    __slots__ = ()
 
 
-@dataclass
 class Decision:
-    device: PciDevice
-    rule: Rule | None = None
-    module: str | None = None        # module name, as modules.alias spells it
-    action: str = NONE
-    reason: str = ""
-    candidates: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    trace: list = field(default_factory=list)
-    tie: tuple = ()
-    owner: str | None = None          # who set driver_override, if anyone
+    """What the engine decided for one device, and why; filled in as it
+    goes (a plain class: see _record for why not a dataclass)."""
+
+    __slots__ = ("device", "rule", "module", "action", "reason", "candidates", "notes",
+                 "trace", "tie", "owner")
+
+    def __init__(self, device: PciDevice, rule: Rule | None = None, owner: str | None = None):
+        self.device = device
+        self.rule = rule
+        self.module: str | None = None      # module name, as modules.alias spells it
+        self.action = NONE
+        self.reason = ""
+        self.candidates: list = []
+        self.notes: list = []
+        self.trace: list = []
+        self.tie: tuple = ()
+        self.owner = owner                  # who set driver_override, if anyone
+
+    def __repr__(self) -> str:
+        return (f"<Decision {self.device.address}: {self.action} {self.module} "
+                f"({self.reason})>")
 
     @property
     def flavour(self) -> str | None:

@@ -7,9 +7,9 @@ Attributes that an old kernel or a bridge lacks are None, never an error.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterator
 
+from ._record import REQUIRED, record
 from .errors import DeviceGone, UnknownDevice, UsageError
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
@@ -58,27 +58,27 @@ def make_modalias(vendor: int, device: int, sv: int, sd: int, class_code: int) -
                class_code & 0xFF))
 
 
-@dataclass(frozen=True)
-class PciDevice:
-    address: str
-    vendor: int
-    device: int
-    subsystem_vendor: int | None = None
-    subsystem_device: int | None = None
-    class_code: int = 0           # 24-bit: base class, subclass, prog-if
-    revision: int | None = None
-    modalias: str = ""
-    driver: str | None = None  # bound driver's *driver* name
-    driver_module: str | None = None  # the module behind it (None: built in)
-    driver_override: str | None = None
-    iommu_group: str | None = None
-    physfn: str | None = None  # PF address when this is an SR-IOV VF
-    virtfns: tuple = ()
-    sriov_totalvfs: int | None = None
-    sriov_numvfs: int | None = None
-    sriov_drivers_autoprobe: bool | None = None
-    numa_node: int | None = None
-    boot_vga: bool | None = None
+class PciDevice(record("PciDevice", (
+        ("address", REQUIRED),
+        ("vendor", REQUIRED),
+        ("device", REQUIRED),
+        ("subsystem_vendor", None),
+        ("subsystem_device", None),
+        ("class_code", 0),              # 24-bit: base class, subclass, prog-if
+        ("revision", None),
+        ("modalias", ""),
+        ("driver", None),               # bound driver's *driver* name
+        ("driver_module", None),        # the module behind it (None: built in)
+        ("driver_override", None),
+        ("iommu_group", None),
+        ("physfn", None),               # PF address when this is an SR-IOV VF
+        ("virtfns", ()),
+        ("sriov_totalvfs", None),
+        ("sriov_numvfs", None),
+        ("sriov_drivers_autoprobe", None),
+        ("numa_node", None),
+        ("boot_vga", None)))):
+    __slots__ = ()
 
     @property
     def is_vf(self) -> bool:

@@ -6,21 +6,17 @@ Pure data and logic: loading and validating the YAML lives in policy_load.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
-from pathlib import Path
-
+from ._record import REQUIRED, record
 from .pci import PciDevice
 
 FLAVOURS = ("vfio", "host", "ignore")
 GROUP_MODES = ("device", "all")
 
 
-@dataclass(frozen=True)
-class ClassPrefix:
+class ClassPrefix(record("ClassPrefix", (("value", REQUIRED), ("digits", REQUIRED)))):
     """A prefix of the 24-bit class code: "02" (base), "0200" (+subclass),
     "020000" (+prog-if)."""
-    value: int
-    digits: int
+    __slots__ = ()
 
     def matches(self, class_code: int) -> bool:
         return (class_code >> (24 - 4 * self.digits)) == self.value
@@ -29,17 +25,18 @@ class ClassPrefix:
         return f"{self.value:0{self.digits}x}"
 
 
-@dataclass(frozen=True)
-class Match:
-    vendor: tuple | None = None
-    device: tuple | None = None
-    subsystem_vendor: tuple | None = None
-    subsystem_device: tuple | None = None
-    class_: tuple | None = None       # of ClassPrefix
-    address: tuple | None = None      # globs
-    physfn: tuple | None = None       # globs
-    virtfn: bool | None = None
-    driver: tuple | None = None       # globs on the bound driver's name
+class Match(record("Match", (
+        ("vendor", None),
+        ("device", None),
+        ("subsystem_vendor", None),
+        ("subsystem_device", None),
+        ("class_", None),               # of ClassPrefix
+        ("address", None),              # globs
+        ("physfn", None),               # globs
+        ("virtfn", None),
+        ("driver", None)))):            # globs on the bound driver's name
+    """What a rule matches; None: any.  Each set key is a tuple (any of)."""
+    __slots__ = ()
 
     def check(self, dev: PciDevice) -> list:
         """[(key, matched, reason)] for every key this match sets, in a fixed
@@ -91,41 +88,47 @@ class Match:
         return all(ok for _, ok, _ in self.check(dev))
 
 
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    match: Match
-    flavour: str
-    origin: str = "<policy>"          # "file:line" of the rule
-    prefer: tuple = ()
-    deny: tuple = ()
-    variants: bool = True
-    fallback: str | None = "vfio_pci"   # None: leave the device alone
-    description: str | None = None
-    # Binding behaviour, used by the binder (see docs/policy).
-    force: bool = False
-    takeover: bool = False
-    upgrade: bool = False
-    group: str = "device"
-    sriov_drivers_autoprobe: bool | None = None
-    allow_new_id: bool = False
+class Rule(record("Rule", (
+        ("name", REQUIRED),
+        ("match", REQUIRED),            # a Match
+        ("flavour", REQUIRED),
+        ("origin", "<policy>"),         # "file:line" of the rule
+        ("prefer", ()),
+        ("deny", ()),
+        ("variants", True),
+        ("fallback", "vfio_pci"),       # None: leave the device alone
+        ("description", None),
+        # Binding behaviour, used by the binder (see docs/policy).
+        ("force", False),
+        ("takeover", False),
+        ("upgrade", False),
+        ("group", "device"),
+        ("sriov_drivers_autoprobe", None),
+        ("allow_new_id", False)))):
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<Rule {self.name} ({self.flavour}) at {self.origin}>"
 
 
-@dataclass(frozen=True)
-class PolicyFile:
-    path: Path
-    layer: str                   # the directory it was found in, or "command line"
-    masks: tuple = ()            # same-named files in lower layers it hides
-    disabled: bool = False       # empty or a link to /dev/null
+class PolicyFile(record("PolicyFile", (
+        ("path", REQUIRED),             # a Path
+        ("layer", REQUIRED),            # the directory it was found in, or "command line"
+        ("masks", ()),                  # same-named files in lower layers it hides
+        ("disabled", False)))):         # empty or a link to /dev/null
+    __slots__ = ()
 
 
-@dataclass
 class Policy:
-    rules: list = field(default_factory=list)
-    files: list = field(default_factory=list)   # PolicyFile records, for `explain`
+    def __init__(self, rules: list | None = None, files: list | None = None):
+        self.rules = [] if rules is None else rules
+        self.files = [] if files is None else files     # PolicyFile records, for `explain`
+
+    def __repr__(self) -> str:
+        return f"<Policy {len(self.rules)} rules from {len(self.files)} files>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Policy) and (self.rules, self.files) == (other.rules, other.files)
 
     def first_match(self, dev: PciDevice) -> Rule | None:
         for rule in self.rules:

@@ -77,7 +77,7 @@ def check(ctx, text: str, claims: list, migrated: set):
     checks, problems = [], []
     for dev in pci.scan(ctx.sysfs):
         claim = next((c for c in claims if c.matches(dev)), None)
-        bare = dataclasses.replace(dev, driver_override=None)
+        bare = dev._replace(driver_override=None)
         d = engine.decide(bare, policy, ctx.index)
         ours_decides = d.rule is not None and d.rule.name in migrated
         if claim is None and not ours_decides:
