@@ -1,5 +1,7 @@
 import io
 import os
+import subprocess
+import sys
 import time
 
 from vfio_flavourd import cache
@@ -91,3 +93,15 @@ def test_cache_written_by_someone_else_is_ignored(tmp_path, monkeypatch):
     path = tmp_path / "run/vfio-flavourd" / cache.CACHE_NAME
     os.chmod(path, 0o666)
     assert cache.load_cached(Root(tmp_path)) is None
+
+
+def test_main_flushes_its_answer_before_it_exits(tmp_path):
+    # main() ends with os._exit(), which skips the flush at shutdown.
+    build_host(tmp_path).build()
+    write_policy(tmp_path, POLICY)
+    env = dict(os.environ, VFIO_FLAVOURD_ROOT=str(tmp_path),
+               PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.run([sys.executable, "-c", "from vfio_flavourd.udev_callout import main; "
+                        "main()", VF0], env=env, capture_output=True, text=True)
+    assert (p.returncode, p.stdout, p.stderr) == (
+        0, "VFIO_FLAVOURD_RULE=vfs\nVFIO_FLAVOURD_MODULE=mlx5_vfio_pci\n", "")
