@@ -27,7 +27,7 @@ def run(b) -> list:
         raise RuntimeError(f"coldplug: {dict(results)}, expected {want} bound")
     n = len(decisions)
     return [
-        metric(4, "coldplug_devices", "coldplug: devices (bound)", n, f"devices ({want})"),
+        metric(4, "coldplug_devices", f"coldplug: devices handled ({want:,} bound)", n, "devices"),
         metric(4, "coldplug_wall", "coldplug apply wall time", wall, "s"),
         metric(4, "coldplug_kernel", "of which in the simulated kernel", kernel.time_spent, "s"),
         metric(4, "coldplug_own_per_device", "coldplug own overhead per device",

@@ -105,6 +105,12 @@ def main(argv) -> int:
           f"load {info['load_average_start'][0]:.2f} -> {info['load_average_end'][0]:.2f}; "
           f"commit {info['commit'][:12]}{' (dirty)' if info['dirty'] else ''}")
     print(f"modules.alias: {b.alias_source}")
+    vm_info = info.get("vm_results") or {}
+    if vm_info.get("finished_at"):
+        print(f"figure 7: read from {vm_info['path']} (QEMU/TCG guest, run finished "
+              f"{vm_info['finished_at']}, commit {(vm_info.get('commit') or '?')[:12]})")
+    else:
+        print(f"figure 7: {vm_info.get('note')}")
     report.write(output, metrics, info)
     print(f"wrote {output}")
     return 0 if all(x["pass"] is not False for x in metrics) else 1
