@@ -515,7 +515,8 @@ def main(argv=None):
                     help="stream the guest console and QMP traffic")
     ap.add_argument("--memory", type=int, default=1024)
     ap.add_argument("--no-packages", action="store_true",
-                    help="build no .deb and fetch no driverctl (their tests then fail)")
+                    help="build no .deb and fetch no driverctl: scenario 8 and the benchmark "
+                         "skip (also VFIO_FLAVOURD_SKIP_PACKAGING=1)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = ap.parse_args(argv)
 
@@ -525,13 +526,18 @@ def main(argv=None):
     setup_seconds = time.monotonic() - t_start
     t_pkg = time.monotonic()
     packages = {}
-    if not args.no_packages:
+    if args.no_packages or os.environ.get("VFIO_FLAVOURD_SKIP_PACKAGING") == "1":
+        why = ("--no-packages" if args.no_packages else "VFIO_FLAVOURD_SKIP_PACKAGING=1")
+        packages = {name: {"skipped": f"{why}: the host prepared no package"}
+                    for name in ("vfio-flavourd", "driverctl")}
+    else:
         packages = {"vfio-flavourd": debs.ensure_vfio_flavourd_deb(),
                     "driverctl": debs.ensure_extra_deb("driverctl")}
     packages_seconds = time.monotonic() - t_pkg
     print(f"vm-test: kernel {manifest['kernel_release']}, guest python {python}", flush=True)
     for name, info in packages.items():
         print(f"vm-test: {name}: " + (f"ERROR {info['error']}" if info.get("error") else
+                                      f"skipped ({info['skipped']})" if info.get("skipped") else
                                       info["deb"] + (" (cached)" if info.get("cached") else "")),
               flush=True)
 
@@ -567,8 +573,8 @@ def main(argv=None):
 
     print("\nvm-test timings:")
     rows = [("setup (cache check/build)", setup_seconds)]
-    if packages:
-        built = "cached" if packages.get("vfio-flavourd", {}).get("cached") else "built"
+    if packages and "deb" in packages.get("vfio-flavourd", {}):
+        built = "cached" if packages["vfio-flavourd"].get("cached") else "built"
         rows.append((f"setup: .deb ({built}) and driverctl", packages_seconds))
     if guest.boot_seconds is not None:
         rows.append((f"boot to payload (guest uptime {guest.guest_uptime_at_stage2:.1f}s)",

@@ -40,11 +40,19 @@ class InstallError(Exception):
     pass
 
 
+class NotPrepared(Exception):
+    """The run was asked for no packages (--no-packages): skip, not fail."""
+
+
 def package_info(name):
-    """vm.json's entry for a package the host prepared: deb, or error and
-    log_tail."""
-    return g.vm_info().get("packages", {}).get(name) or {"error": "the host runner prepared no "
-                                                         f"{name} package (--no-deb?)"}
+    """vm.json's entry for a package the host prepared: deb (and root for an
+    unpacked one), or error and log_tail; raises NotPrepared when the run
+    opted out."""
+    info = g.vm_info().get("packages", {}).get(name) or {"error": "the host runner prepared "
+                                                         f"no {name} package"}
+    if info.get("skipped"):
+        raise NotPrepared(info["skipped"])
+    return info
 
 
 def dpkg_status(pkg):
