@@ -39,8 +39,8 @@ import pytest
 
 import vmguest as g
 import vmpkg
-from vmtest_package import Udevd, etc_policy, installed_daemon, wait_ready  # noqa: F401
-from vmtest_scenarios import POLICY, clean_slate  # noqa: F401
+from vmtest_package import Udevd, etc_policy, installed_daemon, wait_ready  # noqa: F401  (etc_policy: a fixture)
+from vmtest_scenarios import clean_slate  # noqa: F401  (a fixture)
 
 BENCH = os.path.join(g.SHARE, "bench.json")
 SECTIONS = ("hotplug_kernel_events", "hotplug_udev_events", "apply_vs_driverctl")
