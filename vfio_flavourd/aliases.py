@@ -12,7 +12,6 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .modprobe import normalise_module, valid_module_name
 
@@ -61,7 +60,7 @@ def make_alias(module: str, pattern: str, origin: str) -> Alias:
                  _regex=re.compile(fnmatch.translate(pattern), re.DOTALL))
 
 
-def _vendor_key(pattern: str) -> Optional[str]:
+def _vendor_key(pattern: str) -> str | None:
     """The exact vendor field, or None when the pattern matches any vendor."""
     m = _FIELDS_RE.match(pattern)
     if m and "*" not in m.group("v") and "?" not in m.group("v") and "[" not in m.group("v"):
@@ -72,7 +71,7 @@ def _vendor_key(pattern: str) -> Optional[str]:
 class VariantIndex:
     """Every vfio_pci alias of one kernel, looked up by device."""
 
-    def __init__(self, aliases, source: Optional[Path] = None, warnings=()):
+    def __init__(self, aliases, source: Path | None = None, warnings=()):
         self.aliases = list(aliases)
         self.source = source
         self.warnings = list(warnings)

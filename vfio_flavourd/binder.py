@@ -135,7 +135,7 @@ class Binder:
     # -- ownership ----------------------------------------------------------------
 
     def override_owner(self, dev: pci.PciDevice) -> Optional[str]:
-        return override_owner(self.sysfs, self.state.read(), dev)
+        return override_owner(self.sysfs, self.state, dev)
 
     # -- bind -----------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class Context:
         from .owners import override_owner
         if dev.driver_override is None:
             return None
-        return override_owner(self.sysfs, self.state.read(), dev)
+        return override_owner(self.sysfs, self.state, dev)
 
     @property
     def pciids(self) -> PciIds:

@@ -211,7 +211,7 @@ class Daemon:
     def status_text(self) -> str:
         with self._ctx_lock:
             ctx = self.ctx
-        managed = len(ctx.state.read())
+        managed = ctx.state.count()
         return (f"{managed} managed, {self.counts['bound']} bound, "
                 f"{self.counts['failed']} failed, {self.counts['refused']} refused")
 

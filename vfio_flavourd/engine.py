@@ -7,7 +7,6 @@ Decision that carries its own reasoning.  Nothing here reads or writes files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .aliases import CATCH_ALL, Alias, VariantIndex
 from .modprobe import normalise_module
@@ -33,22 +32,22 @@ class Candidate:
 @dataclass
 class Decision:
     device: PciDevice
-    rule: Optional[Rule] = None
-    module: Optional[str] = None        # module name, as modules.alias spells it
+    rule: Rule | None = None
+    module: str | None = None        # module name, as modules.alias spells it
     action: str = NONE
     reason: str = ""
     candidates: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     trace: list = field(default_factory=list)
     tie: tuple = ()
-    owner: Optional[str] = None          # who set driver_override, if anyone
+    owner: str | None = None          # who set driver_override, if anyone
 
     @property
-    def flavour(self) -> Optional[str]:
+    def flavour(self) -> str | None:
         return self.rule.flavour if self.rule else None
 
 
-def current_module(dev: PciDevice) -> Optional[str]:
+def current_module(dev: PciDevice) -> str | None:
     """The module behind the device's bound driver: its `module` link when
     sysfs has one, else the driver name with '-' read as '_'."""
     if dev.driver is None:
@@ -66,7 +65,7 @@ def is_vfio_driver(dev: PciDevice, vfio_modules) -> bool:
     return mod == CATCH_ALL or mod in vfio_modules or "vfio" in (dev.driver or "")
 
 
-def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Decision) -> Optional[str]:
+def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Decision) -> str | None:
     """Rank the vfio_pci aliases matching the device, apply prefer / deny /
     variants / fallback, and record every candidate's verdict."""
     matches = index.matching(dev.modalias)
@@ -83,7 +82,7 @@ def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Dec
         else:
             usable.append(a)
 
-    chosen: Optional[str] = None
+    chosen: str | None = None
     for pref in rule.prefer:
         hit = [a for a in usable if a.module == pref]
         if hit:
@@ -139,7 +138,7 @@ def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Dec
 
 
 def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
-           owner: Optional[str] = None) -> Decision:
+           owner: str | None = None) -> Decision:
     """`owner`: who set the device's driver_override, when it has one
     ("vfio-flavourd", "driverctl", ...); another tool's override is left
     alone unless the rule says takeover."""
@@ -160,14 +159,14 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
 
 
 def decide_with_rule(dev: PciDevice, rule: Rule, index: VariantIndex,
-                     owner: Optional[str] = None) -> Decision:
+                     owner: str | None = None) -> Decision:
     """The decision `rule` gives for `dev`, whether or not it matches (for
     IOMMU group members claimed through another device's rule)."""
     d = Decision(device=dev, rule=rule)
     return _apply_rule(d, rule, index, owner)
 
 
-def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: Optional[str]) -> Decision:
+def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: str | None) -> Decision:
     dev = d.device
     d.owner = owner
     if owner not in (None, OURS) and rule.flavour != "ignore" and not rule.takeover:

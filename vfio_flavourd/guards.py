@@ -17,14 +17,12 @@ from .sysfs import Sysfs
 
 def _descendants(sysfs: Sysfs, address: str) -> Iterator[tuple]:
     """(name, path) of every directory below the device's own sysfs dir,
-    links not followed (they lead out of the device)."""
-    top = os.path.realpath(sysfs.root.path(f"{PCI_DEVICES}/{address}"))
+    links not followed (they lead out of the device; os.walk does not
+    descend into them)."""
+    top = os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
     if not os.path.isdir(top):
         return
-    for dirpath, dirnames, _ in os.walk(top):
-        for d in list(dirnames):
-            if os.path.islink(os.path.join(dirpath, d)):
-                dirnames.remove(d)
+    for dirpath, _, _ in os.walk(top):
         if dirpath != top:
             yield os.path.basename(dirpath), dirpath
 
@@ -36,10 +34,11 @@ def _subsystem(path: str):
         return None
 
 
-def block_devices(sysfs: Sysfs, address: str) -> dict:
-    """{name: "major:minor"} of disks and partitions below the device."""
+def block_devices(sysfs: Sysfs, address: str, below=None) -> dict:
+    """{name: "major:minor"} of disks and partitions below the device.
+    `below`: _descendants() of the device, when the caller walked it already."""
     found = {}
-    for name, path in _descendants(sysfs, address):
+    for name, path in _descendants(sysfs, address) if below is None else below:
         devfile = os.path.join(path, "dev")
         if not os.path.isfile(devfile):
             continue
@@ -54,9 +53,9 @@ def block_devices(sysfs: Sysfs, address: str) -> dict:
     return found
 
 
-def net_interfaces(sysfs: Sysfs, address: str) -> list:
+def net_interfaces(sysfs: Sysfs, address: str, below=None) -> list:
     out = []
-    for name, path in _descendants(sysfs, address):
+    for name, path in _descendants(sysfs, address) if below is None else below:
         parent = os.path.basename(os.path.dirname(path))
         if _subsystem(path) == "net" or (parent == "net" and os.path.isfile(
                 os.path.join(path, "operstate"))):
@@ -95,8 +94,8 @@ def _routed_interfaces(sysfs: Sysfs) -> set:
     return names
 
 
-def check_storage(sysfs: Sysfs, dev: PciDevice) -> list:
-    disks = block_devices(sysfs, dev.address)
+def check_storage(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
+    disks = block_devices(sysfs, dev.address, below)
     if not disks:
         return []
     reasons = []
@@ -114,10 +113,10 @@ def check_storage(sysfs: Sysfs, dev: PciDevice) -> list:
     return reasons
 
 
-def check_network(sysfs: Sysfs, dev: PciDevice) -> list:
+def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
     routed = None
     reasons = []
-    for name, path in net_interfaces(sysfs, dev.address):
+    for name, path in net_interfaces(sysfs, dev.address, below):
         try:
             with open(os.path.join(path, "operstate")) as f:
                 state = f.read().strip()
@@ -151,4 +150,6 @@ def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
 
 def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
     """Every reason not to unbind this device from its host driver."""
-    return check_storage(sysfs, dev) + check_network(sysfs, dev) + check_console(sysfs, dev)
+    below = list(_descendants(sysfs, dev.address))    # one walk for both checks
+    return (check_storage(sysfs, dev, below) + check_network(sysfs, dev, below)
+            + check_console(sysfs, dev))

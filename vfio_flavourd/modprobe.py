@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .errors import ModprobeError
 from .root import SYS_MODULE, Root
@@ -28,7 +28,7 @@ def valid_module_name(name: str) -> bool:
 class ModuleLoader:
     """Runs modprobe as an argv list, with "--" before the module name."""
 
-    def __init__(self, command: Optional[Sequence[str]] = None, timeout: float = 60.0):
+    def __init__(self, command: Sequence[str] | None = None, timeout: float = 60.0):
         if command is None:
             import shlex
             command = shlex.split(os.environ.get(ENV_MODPROBE, "")) or [find_modprobe()]
@@ -72,7 +72,7 @@ def driver_names(sysfs: Sysfs, module: str) -> list:
     return [e[len("pci:"):] for e in sysfs.entries(base) if e.startswith("pci:")]
 
 
-def module_of_driver(sysfs: Sysfs, driver: str) -> Optional[str]:
+def module_of_driver(sysfs: Sysfs, driver: str) -> str | None:
     """The module behind a bound driver, from sys/bus/pci/drivers/NAME/module;
     None for built-in drivers that have no module link."""
     return sysfs.link(f"sys/bus/pci/drivers/{driver}/module")

@@ -7,19 +7,19 @@ device).  We take over only what we set ourselves, unless a rule says so.
 
 from __future__ import annotations
 
-from typing import Optional
 
 OURS = "vfio-flavourd"
 DRIVERCTL = "driverctl"
 UNKNOWN = "another tool (libvirt?)"
 
 
-def override_owner(sysfs, state_records: dict, dev) -> Optional[str]:
+def override_owner(sysfs, records, dev) -> str | None:
     """OURS when our state says we wrote this very override, DRIVERCTL when
-    driverctl saved one for the device, else UNKNOWN; None when unset."""
+    driverctl saved one for the device, else UNKNOWN; None when unset.
+    `records`: a State, or a dict of records; only its .get(address) is used."""
     if dev.driver_override is None:
         return None
-    rec = state_records.get(dev.address)
+    rec = records.get(dev.address)
     if rec and rec.get("override") == dev.driver_override:
         return OURS
     # Set by udev from our callout's answer (udev_callout), before the daemon

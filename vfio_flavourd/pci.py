@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from .errors import DeviceGone, UnknownDevice, UsageError
 from .root import PCI_DEVICES
@@ -32,7 +32,7 @@ def normalise_address(text: str) -> str:
     return t
 
 
-def _hex(value: Optional[str]) -> Optional[int]:
+def _hex(value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -41,7 +41,7 @@ def _hex(value: Optional[str]) -> Optional[int]:
         return None
 
 
-def _int(value: Optional[str]) -> Optional[int]:
+def _int(value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -63,22 +63,22 @@ class PciDevice:
     address: str
     vendor: int
     device: int
-    subsystem_vendor: Optional[int] = None
-    subsystem_device: Optional[int] = None
+    subsystem_vendor: int | None = None
+    subsystem_device: int | None = None
     class_code: int = 0           # 24-bit: base class, subclass, prog-if
-    revision: Optional[int] = None
+    revision: int | None = None
     modalias: str = ""
-    driver: Optional[str] = None  # bound driver's *driver* name
-    driver_module: Optional[str] = None  # the module behind it (None: built in)
-    driver_override: Optional[str] = None
-    iommu_group: Optional[str] = None
-    physfn: Optional[str] = None  # PF address when this is an SR-IOV VF
+    driver: str | None = None  # bound driver's *driver* name
+    driver_module: str | None = None  # the module behind it (None: built in)
+    driver_override: str | None = None
+    iommu_group: str | None = None
+    physfn: str | None = None  # PF address when this is an SR-IOV VF
     virtfns: tuple = ()
-    sriov_totalvfs: Optional[int] = None
-    sriov_numvfs: Optional[int] = None
-    sriov_drivers_autoprobe: Optional[bool] = None
-    numa_node: Optional[int] = None
-    boot_vga: Optional[bool] = None
+    sriov_totalvfs: int | None = None
+    sriov_numvfs: int | None = None
+    sriov_drivers_autoprobe: bool | None = None
+    numa_node: int | None = None
+    boot_vga: bool | None = None
 
     @property
     def is_vf(self) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .pci import PciDevice
 
@@ -32,15 +31,15 @@ class ClassPrefix:
 
 @dataclass(frozen=True)
 class Match:
-    vendor: Optional[tuple] = None
-    device: Optional[tuple] = None
-    subsystem_vendor: Optional[tuple] = None
-    subsystem_device: Optional[tuple] = None
-    class_: Optional[tuple] = None       # of ClassPrefix
-    address: Optional[tuple] = None      # globs
-    physfn: Optional[tuple] = None       # globs
-    virtfn: Optional[bool] = None
-    driver: Optional[tuple] = None       # globs on the bound driver's name
+    vendor: tuple | None = None
+    device: tuple | None = None
+    subsystem_vendor: tuple | None = None
+    subsystem_device: tuple | None = None
+    class_: tuple | None = None       # of ClassPrefix
+    address: tuple | None = None      # globs
+    physfn: tuple | None = None       # globs
+    virtfn: bool | None = None
+    driver: tuple | None = None       # globs on the bound driver's name
 
     def check(self, dev: PciDevice) -> list:
         """[(key, matched, reason)] for every key this match sets, in a fixed
@@ -101,14 +100,14 @@ class Rule:
     prefer: tuple = ()
     deny: tuple = ()
     variants: bool = True
-    fallback: Optional[str] = "vfio_pci"   # None: leave the device alone
-    description: Optional[str] = None
+    fallback: str | None = "vfio_pci"   # None: leave the device alone
+    description: str | None = None
     # Binding behaviour, used by the binder (see docs/policy).
     force: bool = False
     takeover: bool = False
     upgrade: bool = False
     group: str = "device"
-    sriov_drivers_autoprobe: Optional[bool] = None
+    sriov_drivers_autoprobe: bool | None = None
     allow_new_id: bool = False
 
     def __repr__(self) -> str:
@@ -128,7 +127,7 @@ class Policy:
     rules: list = field(default_factory=list)
     files: list = field(default_factory=list)   # PolicyFile records, for `explain`
 
-    def first_match(self, dev: PciDevice) -> Optional[Rule]:
+    def first_match(self, dev: PciDevice) -> Rule | None:
         for rule in self.rules:
             if rule.match.matches(dev):
                 return rule

@@ -1,9 +1,12 @@
-"""What vfio-flavourd did, kept in run/vfio-flavourd/state.json.
+"""What vfio-flavourd did, kept under run/vfio-flavourd/devices/: one JSON
+file per device, named by its address.
 
 driver_override lives in kernel memory and is gone after a reboot, so the
 record of which overrides are ours lives under /run and goes with it.  It is
 how we tell our overrides from libvirt's or driverctl's.
-Written atomically: a temp file, fsync, rename, under an flock.
+One file per device because one file for all of them, rewritten at every
+bind, made a coldplug of N devices cost O(N^2): 30 ms a device at 4,000
+(bench/).  Each file is written atomically: a temp file, fsync, rename.
 """
 
 from __future__ import annotations
@@ -12,43 +15,88 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
-from pathlib import Path
-from typing import Optional
 
 from .root import Root
 
 STATE_VERSION = 1
+LEGACY = "state.json"     # one file for every device, up to 0.1.0
 
 
 class State:
     def __init__(self, root: Root, warn=None):
         self.dir = root.run_dir()
-        self.path = self.dir / "state.json"
+        self.devices_dir = self.dir / "devices"
         self._lock_path = self.dir / "state.lock"
         self._warn = warn or (lambda msg: None)
 
     def __repr__(self) -> str:
-        return f"State({self.path})"
+        return f"State({self.devices_dir})"
 
     def read(self) -> dict:
-        """{address: record}; an unreadable or corrupt file is reported and
-        read as empty rather than stopping every command."""
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            self._warn(f"{self.path}: unreadable state ({e}); treating as empty")
-            return {}
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-            self._warn(f"{self.path}: unknown state format; treating as empty")
-            return {}
-        devices = data.get("devices")
-        return devices if isinstance(devices, dict) else {}
+        """{address: record}, in address order."""
+        self._migrate()
+        return {a: rec for a in self.addresses() if (rec := self._load(a)) is not None}
 
-    def get(self, address: str) -> Optional[dict]:
-        return self.read().get(address)
+    def addresses(self) -> list:
+        try:
+            names = os.listdir(self.devices_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def count(self) -> int:
+        return len(self.addresses())
+
+    def get(self, address: str) -> dict | None:
+        self._migrate()
+        return self._load(address)
+
+    def _file(self, address: str) -> str:
+        if "/" in address or address.startswith("."):
+            raise ValueError(f"not a device address: {address!r}")
+        return os.path.join(self.devices_dir, address + ".json")
+
+    def _load(self, address: str) -> dict | None:
+        """An unreadable or corrupt record is reported and read as absent
+        rather than stopping every command."""
+        path = self._file(address)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            self._warn(f"{path}: unreadable state ({e}); treating as empty")
+            return None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION \
+                or not isinstance(data.get("record"), dict):
+            self._warn(f"{path}: unknown state format; treating as empty")
+            return None
+        return data["record"]
+
+    def _store(self, address: str, record: dict) -> None:
+        path = self._file(address)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        os.makedirs(self.devices_dir, exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump({"version": STATE_VERSION, "record": record}, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def update(self, address: str, record: dict | None) -> None:
+        """Set (or with None, forget) one device's record."""
+        self._migrate()
+        if record is not None:
+            self._store(address, dict(record, since=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+            return
+        for path in (self._file(address), os.path.join(self.dir, "udev", address)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     @contextlib.contextmanager
     def _locked(self):
@@ -60,29 +108,25 @@ class State:
         finally:
             os.close(fd)
 
-    def _write(self, devices: dict) -> None:
-        tmp = self.path.with_name(f".state.json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"version": STATE_VERSION, "devices": devices}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def update(self, address: str, record: Optional[dict]) -> None:
-        """Set (or with None, forget) one device's record."""
+    def _migrate(self) -> None:
+        """Split a state.json left by an older version (the daemon restarts on
+        upgrade, /run stays) into per-device files, so its overrides stay ours."""
+        legacy = self.dir / LEGACY
+        if not legacy.exists():
+            return
         with self._locked():
-            devices = self.read()
-            if record is None:
-                try:
-                    (self.dir / "udev" / address).unlink()
-                except OSError:
-                    pass
-                if devices.pop(address, None) is None:
-                    return
-            else:
-                record = dict(record, since=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-                devices[address] = record
-            self._write(devices)
+            try:
+                data = json.loads(legacy.read_text())
+                devices = data["devices"] if data.get("version") == STATE_VERSION else None
+            except FileNotFoundError:
+                return          # another process migrated it first
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                self._warn(f"{legacy}: unreadable state ({e}); treating as empty")
+                devices = None
+            for address, record in (devices if isinstance(devices, dict) else {}).items():
+                if isinstance(record, dict) and not os.path.exists(self._file(address)):
+                    self._store(address, record)
+            legacy.unlink()
 
 
 class DeviceLock:
@@ -92,7 +136,7 @@ class DeviceLock:
     def __init__(self, root: Root, address: str, timeout: float = 30.0):
         self.path = root.run_dir() / "locks" / f"{address}.lock"
         self.timeout = timeout
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Iterator, Optional
 
 from .errors import SysfsError
 from .root import Root
@@ -23,24 +22,24 @@ class Sysfs:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root.dir})"
 
-    def read(self, rel: str) -> Optional[str]:
+    def read(self, rel: str) -> str | None:
         """The attribute's value without the trailing newline, or None when it
         does not exist (old kernels and bridges lack many attributes)."""
         try:
-            with open(self.root.path(rel), "r", encoding="ascii", errors="replace") as f:
-                return f.read().rstrip("\n")
+            data = _read_all(self.root.fspath(rel))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             if e.errno in (_errno.ENODEV, _errno.ENXIO):
                 return None
             raise SysfsError(rel, e.strerror or str(e), e.errno) from None
+        return data.decode("ascii", "replace").rstrip("\n")
 
-    def link(self, rel: str) -> Optional[str]:
+    def link(self, rel: str) -> str | None:
         """The last component of a symlink's target ("driver" -> "vfio-pci"),
         or None when there is no such link."""
         try:
-            return os.path.basename(os.readlink(self.root.path(rel)))
+            return os.path.basename(os.readlink(self.root.fspath(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
@@ -51,22 +50,22 @@ class Sysfs:
     def entries(self, rel: str) -> list:
         """Sorted names in a directory; [] when it does not exist."""
         try:
-            return sorted(os.listdir(self.root.path(rel)))
+            return sorted(os.listdir(self.root.fspath(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.root.path(rel))
+        return os.path.lexists(self.root.fspath(rel))
 
     def is_writable(self, rel: str) -> bool:
-        return os.access(self.root.path(rel), os.W_OK)
+        return os.access(self.root.fspath(rel), os.W_OK)
 
     def write(self, rel: str, value: str) -> None:
         """One write() of `value` to a sysfs attribute.  The kernel reports
         errors from the store method as the write's errno."""
         if not rel.startswith("sys/"):
             raise SysfsError(rel, "refusing to write outside sys/")
-        path = self.root.path(rel)
+        path = self.root.fspath(rel)
         try:
             fd = os.open(path, os.O_WRONLY)
         except OSError as e:
@@ -78,3 +77,18 @@ class Sysfs:
         finally:
             os.close(fd)
 
+
+
+def _read_all(path: str) -> bytes:
+    """The whole file, with plain read(2)s: half the cost of open() and its
+    text wrapper, which a scan of thousands of devices pays 13 times each."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 8192)
+        while True:
+            more = os.read(fd, 8192)
+            if not more:
+                return data
+            data += more
+    finally:
+        os.close(fd)

@@ -44,7 +44,7 @@ def decide(root, address: str, policy_paths=()):
     owner = None
     if dev.driver_override is not None:
         from .state import State
-        owner = override_owner(sysfs, State(root).read(), dev)
+        owner = override_owner(sysfs, State(root), dev)
     return sysfs, dev, engine.decide(dev, policy, index, owner=owner)
 
 

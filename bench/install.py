@@ -1,0 +1,50 @@
+"""The package as a distribution installs it: a plain (non-editable) copy of
+vfio_flavourd/ with its byte code compiled, and the two scripts, run by
+/usr/bin/python3 as their #! lines say."""
+
+from __future__ import annotations
+
+import compileall
+import os
+import shutil
+
+from .report import PY
+
+SAFE_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    # Belt and braces: nothing here may load a real module.  A modprobe the
+    # benchmark did not expect fails, and the figure with it.
+    "VFIO_FLAVOURD_MODPROBE": "/bin/false",
+}
+
+
+class Install:
+    def __init__(self, repo: str, dest: str):
+        self.site = os.path.join(dest, "site-packages")
+        shutil.copytree(os.path.join(repo, "vfio_flavourd"),
+                        os.path.join(self.site, "vfio_flavourd"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        compileall.compile_dir(self.site, quiet=1)
+        bindir = os.path.join(dest, "bin")
+        os.makedirs(bindir)
+        # The console script setuptools writes, and udev-rules/vfio-flavourd-udev;
+        # each puts the copy first on sys.path, where dist-packages would be.
+        self.cli = self._script(bindir, "vfio-flavourd", "",
+                                "from vfio_flavourd.cli import main\nsys.exit(main())\n")
+        with open(os.path.join(repo, "udev-rules", "vfio-flavourd-udev")) as f:
+            callout = f.read()
+        flags, _, body = callout.partition("\n")
+        self.callout = self._script(bindir, "vfio-flavourd-udev", flags[len("#!" + PY):].strip(),
+                                    body)
+
+    def _script(self, bindir: str, name: str, flags: str, body: str) -> str:
+        path = os.path.join(bindir, name)
+        with open(path, "w") as f:
+            f.write(f"#!{PY} {flags}".rstrip() + "\n")
+            f.write(f"import sys\nsys.path.insert(0, {self.site!r})\n")
+            f.write(body)
+        os.chmod(path, 0o755)
+        return path
+
+    def env(self, **extra) -> dict:
+        return {**SAFE_ENV, **extra}
