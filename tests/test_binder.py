@@ -234,18 +234,24 @@ def test_dry_run_changes_nothing(tmp_path):
     assert kernel.ops[n_ops:] == [] and ctx.state.read() == {}
 
 
-def test_group_all_binds_every_endpoint(tmp_path):
+def group_ctx(tmp_path, policy, second=(0x10D3, 0x020000, "e1000e")):
+    """The standard host plus two functions sharing IOMMU group 77."""
     b = build_host(tmp_path)
     b.bridge("0000:00:07.0", secondary=0x07)
     b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
-    b.device("0000:07:00.1", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
+    device, class_, driver = second
+    b.device("0000:07:00.1", 0x8086, device, class_, driver=driver, iommu_group=77)
     kernel = b.kernel()
-    write_policy(tmp_path, """\
+    write_policy(tmp_path, policy)
+    return kernel, make_ctx(kernel)
+
+
+def test_group_all_binds_every_endpoint(tmp_path):
+    kernel, ctx = group_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
         """)
-    ctx = make_ctx(kernel)
     out = apply(ctx)
     assert out["0000:07:00.1"].result == "bound"
     assert driver_of(kernel, "0000:07:00.1") == "vfio-pci"
@@ -255,17 +261,11 @@ def test_group_all_binds_every_endpoint(tmp_path):
 
 
 def test_group_blockers_are_named(tmp_path):
-    b = build_host(tmp_path)
-    b.bridge("0000:00:07.0", secondary=0x07)
-    b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
-    b.device("0000:07:00.1", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
-    kernel = b.kernel()
-    write_policy(tmp_path, """\
+    kernel, ctx = group_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio}
         """)
-    ctx = make_ctx(kernel)
     apply(ctx)
     from vfio_flavourd.commands.status import collect
     row = [r for r in collect(ctx) if r["address"] == "0000:07:00.0"][0]
@@ -306,18 +306,12 @@ def test_virtio_device_gets_virtio_variant(tmp_path):
 
 
 def test_group_all_leaves_members_another_rule_names(tmp_path):
-    b = build_host(tmp_path)
-    b.bridge("0000:00:07.0", secondary=0x07)
-    b.device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, driver="e1000e", iommu_group=77)
-    b.device("0000:07:00.1", 0x8086, 0xA1C1, 0x060100, driver="lpc_ich", iommu_group=77)
-    kernel = b.kernel()
-    write_policy(tmp_path, """\
+    kernel, ctx = group_ctx(tmp_path, """\
         version: 1
         rules:
           - {name: lpc, match: {class: "0601"}, flavour: ignore}
           - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
-        """)
-    ctx = make_ctx(kernel)
+        """, second=(0xA1C1, 0x060100, "lpc_ich"))
     out = apply(ctx)
     assert out["0000:07:00.0"].result == "bound"
     assert out["0000:07:00.1"].result == "skipped"

@@ -80,8 +80,9 @@ class Harness:
             pass
         return out
 
-    def idle(self):
-        assert wait_idle(self.daemon, 30)
+    def idle(self, timeout=120):
+        # generous: a package build runs this on a loaded builder's disk
+        assert wait_idle(self.daemon, timeout)
 
     def stop(self):
         self.daemon.request_stop()

@@ -63,7 +63,7 @@ class UdevSource:
         import pyudev
         self._pyudev = pyudev
         if source is None:
-            source = "udev" if os.path.exists("/run/udev/control") else "kernel"
+            source = "udev" if udevd_running() else "kernel"
         self.name = source
         self.context = context or pyudev.Context()
         self.monitor = pyudev.Monitor.from_netlink(self.context, source=source)
@@ -91,6 +91,22 @@ class UdevSource:
             ev = to_event(device)
             if ev is not None:
                 yield ev
+
+
+def udevd_running(control: str = "/run/udev/control") -> bool:
+    """Is a udevd listening?  Its control socket outlives it, so connect
+    rather than check that the file exists: a daemon that trusted a stale
+    socket listened for udev events nobody sent (seen on the real-kernel
+    tier)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(control)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def to_event(device) -> Optional[Event]:

@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import setup  # noqa: E402  (tests/vm/setup.py, next to this file)
+import debs  # noqa: E402  (tests/vm/debs.py: the .debs the guest installs)
 
 # PCIe root ports: (qdev id, parent bus, slot address, the port's address in
 # the guest). The guest finds the device behind a port as that port's child
@@ -61,6 +62,16 @@ DEVICES = [
 ]
 FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
 GUEST_SHARE = "/run/vmtest"
+# What the guest's `dpkg -i` would change if it ever reached the host: the
+# runner compares these before and after a run (see host_fingerprint).
+HOST_WATCH_PACKAGES = ["vfio-flavourd", "driverctl"]
+HOST_WATCH_PATHS = [
+    "/usr/sbin/vfio-flavourd", "/usr/libexec/vfio-flavourd", "/etc/vfio-flavourd",
+    "/usr/lib/vfio-flavourd", "/usr/lib/python3/dist-packages/vfio_flavourd",
+    "/lib/systemd/system/vfio-flavourd.service", "/lib/udev/rules.d/70-vfio-flavourd.rules",
+    "/etc/systemd/system/multi-user.target.wants/vfio-flavourd.service",
+    "/usr/sbin/driverctl", "/etc/driverctl.d", "/lib/udev/rules.d/05-driverctl.rules",
+]
 
 
 def qdev_arg(props):
@@ -201,8 +212,9 @@ class Broker(threading.Thread):
 
 
 class Guest:
-    def __init__(self, manifest, rundir, memory=1024, smp=2, verbose=False):
+    def __init__(self, manifest, rundir, memory=1024, smp=2, verbose=False, packages=None):
         self.m = manifest
+        self.packages = packages or {}
         self.rundir = rundir
         self.share = os.path.join(rundir, "share")
         self.console_path = os.path.join(rundir, "console.log")
@@ -263,6 +275,10 @@ class Guest:
             "kernel_release": self.m["kernel_release"],
             "linux_source": self.m["linux_source"],
             "repo": REPO,
+            # .debs the host prepared for the guest to dpkg -i (debs.py):
+            # {"deb": path} or {"error": why, "log_tail": ...}.
+            "packages": self.packages,
+            "qemu": {"accel": "tcg", "cpu": "max", "smp": self.smp, "memory_mib": self.memory},
         }
         with open(os.path.join(self.share, "vm.json"), "w") as f:
             json.dump(info, f, indent=2)
@@ -378,6 +394,93 @@ def junit_counts(path):
     return n["tests"] - failed - n["skipped"], failed, n["skipped"]
 
 
+def host_fingerprint():
+    """What a package installed on the host would change: dpkg's view of the
+    guest's packages and whether their paths exist. Compared before and after
+    the run (a guest dpkg -i must change none of it)."""
+    fp = {p: os.path.lexists(p) for p in HOST_WATCH_PATHS}
+    for pkg in HOST_WATCH_PACKAGES:
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", pkg],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        fp[f"dpkg {pkg}"] = res.stdout.strip() if res.returncode == 0 else "not known"
+    return fp
+
+
+def results_path():
+    """Where the benchmark's figure 7 lands on the host (bench/ reads it)."""
+    return os.environ.get("VFIO_FLAVOURD_VM_RESULTS") or os.path.join(
+        setup.cache_root(), "results", "last-bench.json")
+
+
+def git_describe():
+    def git(*a):
+        res = subprocess.run(["git", "-C", REPO, *a], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        return res.stdout.strip() if res.returncode == 0 else None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(status) if status is not None else None}
+
+
+def save_bench(share, manifest, packages, loadavg_before):
+    """Copy the guest's bench.json (figure 7) to results_path(), with the
+    host's side of the story added. A run whose benchmark did not complete
+    goes next to it as failed-bench.json and leaves the last good one."""
+    src = os.path.join(share, "bench.json")
+    if not os.path.exists(src):
+        return None, None
+    with open(src) as f:
+        bench = json.load(f)
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], stdout=subprocess.PIPE,
+                          text=True).stdout.splitlines()
+    bench["host"] = {
+        **git_describe(),
+        "deb_key": packages.get("vfio-flavourd", {}).get("key"),
+        "kernel_release": manifest["kernel_release"],
+        "qemu": qemu[0] if qemu else None,
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": os.getloadavg(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    dest = results_path()
+    if not bench.get("complete"):
+        dest = os.path.join(os.path.dirname(dest), "failed-bench.json")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = f"{dest}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(bench, f, indent=2)
+        f.write("\n")
+    os.rename(tmp, dest)
+    return bench, dest
+
+
+def bench_rows(bench):
+    """The summary's lines for figure 7."""
+    rows = []
+    for key, label in (("hotplug_kernel_events", "hotplug: device_add to bound, daemon on kernel events"),
+                       ("hotplug_udev_events", "hotplug: device_add to bound, udevd + rule + daemon")):
+        h = bench.get(key)
+        if h and h.get("median_request_to_bound_s") is not None:
+            runs = ", ".join(f"{x:.2f}" for x in h["request_to_bound_s"])
+            rows.append(f"{label}: median {h['median_request_to_bound_s']:.3f} s "
+                        f"of {len(h['request_to_bound_s'])} ({runs})")
+    c = bench.get("apply_vs_driverctl")
+    if c and c.get("ratio_apply_to_driverctl") is not None:
+        rows.append(f"apply vs driverctl set-override, {c['device']}, n={c['n']}: "
+                    f"median {c['median_apply_s']:.3f} s vs {c['median_driverctl_s']:.3f} s, "
+                    f"ratio {c['ratio_apply_to_driverctl']:.1f}")
+        rows.append(f"  fastest runs {c['min_apply_s']:.3f} s vs {c['min_driverctl_s']:.3f} s, "
+                    f"ratio {c['ratio_min_apply_to_driverctl']:.1f}; "
+                    f"release {c['median_release_s']:.3f} s vs unset-override "
+                    f"{c['median_driverctl_unset_s']:.3f} s")
+        rows.append(f"  for scale: python3 -c pass {c['median_python3_c_pass_s']:.3f} s; "
+                    f"the kernel's part (override, unbind, drivers_probe from the test) "
+                    f"{c.get('median_raw_sysfs_rebind_s', float('nan')):.3f} s")
+    return rows
+
+
 def ensure_venv(venv):
     """The project's venv comes from scripts/setup. Without one (a fresh
     clone, or before the package exists) make a harness venv in the cache
@@ -407,12 +510,15 @@ def main(argv=None):
                                                      os.path.join(REPO, ".venv")),
                     help="venv whose python runs pytest in the guest (default: <repo>/.venv)")
     ap.add_argument("--timeout", type=float,
-                    default=float(os.environ.get("VFIO_FLAVOURD_VM_TIMEOUT", 420)),
-                    help="seconds before the guest is killed (default 420)")
+                    default=float(os.environ.get("VFIO_FLAVOURD_VM_TIMEOUT", 540)),
+                    help="seconds before the guest is killed (default 540)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--verbose", "-V", action="store_true",
                     help="stream the guest console and QMP traffic")
     ap.add_argument("--memory", type=int, default=1024)
+    ap.add_argument("--no-packages", action="store_true",
+                    help="build no .deb and fetch no driverctl: scenario 8 and the benchmark "
+                         "skip (also VFIO_FLAVOURD_SKIP_PACKAGING=1)")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     args = ap.parse_args(argv)
 
@@ -420,17 +526,42 @@ def main(argv=None):
     manifest = setup.ensure()
     python = ensure_venv(args.venv)
     setup_seconds = time.monotonic() - t_start
+    t_pkg = time.monotonic()
+    packages = {}
+    if args.no_packages or os.environ.get("VFIO_FLAVOURD_SKIP_PACKAGING") == "1":
+        why = ("--no-packages" if args.no_packages else "VFIO_FLAVOURD_SKIP_PACKAGING=1")
+        packages = {name: {"skipped": f"{why}: the host prepared no package"}
+                    for name in ("vfio-flavourd", "driverctl")}
+    else:
+        packages = {"vfio-flavourd": debs.ensure_vfio_flavourd_deb(),
+                    "driverctl": debs.ensure_extra_deb("driverctl")}
+    packages_seconds = time.monotonic() - t_pkg
     print(f"vm-test: kernel {manifest['kernel_release']}, guest python {python}", flush=True)
+    for name, info in packages.items():
+        print(f"vm-test: {name}: " + (f"ERROR {info['error']}" if info.get("error") else
+                                      f"skipped ({info['skipped']})" if info.get("skipped") else
+                                      info["deb"] + (" (cached)" if info.get("cached") else "")),
+              flush=True)
 
+    host_before = host_fingerprint()
+    loadavg_before = os.getloadavg()
     rundir = tempfile.mkdtemp(prefix="vfio-flavourd-vm.")
-    guest = Guest(manifest, rundir, memory=args.memory, verbose=args.verbose)
+    guest = Guest(manifest, rundir, memory=args.memory, verbose=args.verbose, packages=packages)
     code = guest.run(pytest_payload(python, args.pytest_args), args.timeout, stream=sys.stdout)
+    host_after = host_fingerprint()
+    host_changed = {k: (host_before[k], host_after[k]) for k in host_before
+                    if host_before[k] != host_after[k]}
 
     junit = os.path.join(guest.share, "junit.xml")
     if os.path.exists(junit):
         passed, failed, skipped = junit_counts(junit)
     else:
         passed, failed, skipped = 0, 1, 0
+    if host_changed:
+        # Cannot come from the guest (its view of the host's root is a
+        # read-only 9p share), but if it ever did, the run must not pass.
+        failed += 1
+        print(f"\nvm-test: FAILED: the host changed during the run: {host_changed}")
     ok = code == 0 and failed == 0
     if not ok:
         why = ("the guest reported no exit code (crash, hang or timeout)" if code is None
@@ -444,6 +575,9 @@ def main(argv=None):
 
     print("\nvm-test timings:")
     rows = [("setup (cache check/build)", setup_seconds)]
+    if packages and "deb" in packages.get("vfio-flavourd", {}):
+        built = "cached" if packages["vfio-flavourd"].get("cached") else "built"
+        rows.append((f"setup: .deb ({built}) and driverctl", packages_seconds))
     if guest.boot_seconds is not None:
         rows.append((f"boot to payload (guest uptime {guest.guest_uptime_at_stage2:.1f}s)",
                      guest.boot_seconds))
@@ -458,6 +592,19 @@ def main(argv=None):
     width = max(len(r[0]) for r in rows)
     for name, secs in rows:
         print(f"  {name:<{width}}  {secs:7.2f} s")
+    print(f"  host: dpkg database and package paths "
+          f"{'CHANGED' if host_changed else 'unchanged'} by the guest's dpkg -i")
+
+    bench, bench_dest = save_bench(guest.share, manifest, packages, loadavg_before)
+    if bench is not None:
+        print(f"\nvm-test benchmark (issue 8, figure 7; "
+              f"{'complete' if bench.get('complete') else 'INCOMPLETE'}):")
+        try:
+            for line in bench_rows(bench):
+                print(f"  {line}")
+        except (KeyError, TypeError, ValueError) as e:  # a partial file: say so, go on
+            print(f"  (cannot summarise {bench_dest}: {e!r})")
+        print(f"  results: {bench_dest}")
 
     if args.keep or not ok:
         print(f"vm-test: run directory kept: {rundir}")

@@ -70,17 +70,21 @@ class Daemon:
 
     count = 0
 
-    def __init__(self, *policies, source="kernel"):
+    def __init__(self, *policies, source="kernel", argv=None, env=None, preexec_fn=None):
+        """The checkout's daemon with these policies, or, with argv, that
+        command line (the installed package's, vmpkg.start_unit)."""
         Daemon.count += 1
         self.log_path = os.path.join(g.SHARE, f"daemon-{Daemon.count}.log")
         self.log = open(self.log_path, "w")
         args = [a for p in policies for a in ("--policy", p)]
+        if argv is None:
+            argv = [sys.executable, "-m", "vfio_flavourd", *args, "daemon", "--source", source,
+                    "-v"]
         # faulthandler: SIGABRT makes it dump every thread's stack into the
         # log, which stop() uses before killing a daemon that will not stop.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vfio_flavourd", *args, "daemon", "--source", source, "-v"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONFAULTHANDLER="1"))
+            argv, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+            env=dict(os.environ if env is None else env, PYTHONFAULTHANDLER="1"))
 
     def alive(self):
         return self.proc.poll() is None
@@ -142,6 +146,11 @@ def clean_slate():
         g.wait_for(lambda: g.driver(g.device_behind(port)) is not None, what=f"{port} bound")
         reset_device(g.device_behind(port), drv)
     subprocess.run(["rm", "-rf", STATE_DIR, POLICY_DIR], check=True)
+    # No udevd runs here unless a test starts one; one that has exited
+    # leaves /run/udev/control behind, and the daemon's default --source
+    # takes that file for a running udevd (it would then hear no events).
+    if subprocess.run(["pgrep", "-x", "systemd-udevd"], stdout=subprocess.DEVNULL).returncode:
+        subprocess.run(["rm", "-rf", "/run/udev"], check=True)
     yield type("Slate", (), {"daemon": staticmethod(start), "hotplug": staticmethod(add)})
     # Clean up all the way even when a step fails, so that one broken test
     # does not leave a daemon or a hotplugged device to break the next ones.
