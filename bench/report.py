@@ -46,7 +46,7 @@ def git_commit(repo: str) -> dict:
     def git(*args):
         return subprocess.run(["git", "-C", repo, *args], capture_output=True,
                               text=True).stdout.strip()
-    dirty = git("status", "--porcelain", "--", "vfio_flavourd", "bench")
+    dirty = git("status", "--porcelain", "--", "vfio_flavourd", "bench", ":!bench/results.json")
     return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
             "dirty": bool(dirty)}
 
