@@ -89,10 +89,6 @@ class Daemon:
         finally:
             self._reader_done.set()
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._pending)
-
     # -- handling ----------------------------------------------------------------------
 
     def handle(self, address: str, action: str) -> None:

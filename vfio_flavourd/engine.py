@@ -216,7 +216,3 @@ def _apply_rule(d: Decision, rule: Rule, index: VariantIndex, owner: str | None)
         d.reason = f"rule {rule.name} wants {d.module}"
     return d
 
-
-def plan(devices, policy: Policy, index: VariantIndex, owners=None) -> list:
-    owners = owners or {}
-    return [decide(dev, policy, index, owners.get(dev.address)) for dev in devices]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from ._record import REQUIRED, record
 from .errors import DeviceGone, UnknownDevice, UsageError
+from .modprobe import module_of_driver
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
@@ -121,7 +122,7 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
         (e for e in entries if e.startswith("virtfn") and e[6:].isdigit()),
         key=lambda e: int(e[6:]))
     driver = sysfs.link(f"{base}/driver")
-    driver_module = sysfs.link(f"sys/bus/pci/drivers/{driver}/module") if driver else None
+    driver_module = module_of_driver(sysfs, driver) if driver else None
     autoprobe = _int(sysfs.read(f"{base}/sriov_drivers_autoprobe"))
     boot_vga = _int(sysfs.read(f"{base}/boot_vga"))
     return PciDevice(

@@ -113,7 +113,3 @@ class Root:
                 return p
         return None
 
-    def display(self, p: Path) -> str:
-        """A path as the user should see it: relative to a non-/ root, with
-        the root prefix, so messages name real files."""
-        return str(p)
