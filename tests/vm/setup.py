@@ -99,7 +99,7 @@ def apt_update_once():
     global _apt_updated
     if not _apt_updated:
         log("apt-get update")
-        run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+        run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"], stdout=subprocess.DEVNULL)
         _apt_updated = True
 
 
@@ -119,7 +119,7 @@ def ensure_packages(missing):
         sys.exit(f"vm-setup: missing host packages {missing}; run as root to install them")
     log(f"installing host packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    cmd = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "--no-install-recommends", *missing]
     if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         apt_update_once()
         run(cmd, env=env, stdout=subprocess.DEVNULL)
