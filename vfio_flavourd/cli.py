@@ -57,7 +57,8 @@ def make_context(args):
     from .sim import SimKernel
     scratch = tempfile.mkdtemp(prefix="vfio-flavourd-sim-")
     atexit.register(shutil.rmtree, scratch, True)
-    shutil.copytree(root.dir, scratch, symlinks=True, dirs_exist_ok=True)
+    from .sim.scratch import copy_tree
+    copy_tree(root.dir, scratch)
     kernel = SimKernel(scratch)
     ctx = Context(Root(scratch, kernel_release=args.kernel_release), policy_paths=args.policy)
     ctx.sysfs = kernel.sysfs
