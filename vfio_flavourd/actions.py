@@ -96,7 +96,7 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
 def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:
     """Decisions for the given addresses (all devices when None)."""
     if addresses is None:
-        devices = list(pci.scan(ctx.sysfs))
+        devices = list(pci.scan(ctx.sysfs, ctx.warn))
     else:
         devices = []
         for a in addresses:

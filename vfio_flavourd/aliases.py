@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ._record import REQUIRED, record
 from .modprobe import normalise_module, valid_module_name
+from .safeio import read_bytes, read_text
 
 PREFIX = "vfio_pci:"
 CATCH_ALL = "vfio_pci"
@@ -147,7 +148,7 @@ def load_index(modules_dir: Path) -> VariantIndex:
     alias_path = modules_dir / "modules.alias"
     warnings = []
     try:
-        text = alias_path.read_text(encoding="ascii", errors="replace")
+        text = read_text(alias_path, "ascii", "replace")
     except OSError as e:
         reason = e.strerror or str(e)
         return VariantIndex([], alias_path, [
@@ -156,8 +157,12 @@ def load_index(modules_dir: Path) -> VariantIndex:
     aliases, warnings = parse_modules_alias(text, str(alias_path))
     builtin = modules_dir / "modules.builtin.modinfo"
     try:
-        data = builtin.read_bytes()
-    except OSError:
+        data = read_bytes(builtin)
+    except FileNotFoundError:
+        data = b""
+    except OSError as e:
+        warnings.append(f"{builtin}: cannot read ({e.strerror or e}); built-in variants "
+                        "are not known")
         data = b""
     aliases += parse_builtin_modinfo(data, str(builtin))
     return VariantIndex(aliases, alias_path, warnings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,7 @@ import yaml
 from .errors import PolicyError
 from .modprobe import normalise_module, valid_module_name
 from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, PolicyFile, Rule
+from .safeio import read_text
 
 RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
 ADDRESS_GLOB_RE = re.compile(r"^[0-9a-fA-F:.*?\[\]!-]+$")
@@ -264,7 +266,7 @@ def parse_file(path: Path, problems: list, display: Optional[str] = None) -> lis
     """The rules of one policy file (None entries for invalid rules)."""
     shown = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except UnicodeDecodeError as e:
         problems.append(Problem(shown, 1, 1, "", f"not UTF-8 text ({e.reason})"))
         return []
@@ -308,10 +310,13 @@ def discover(policy_dirs) -> list:
 
 
 def _is_disabled(path: Path) -> bool:
+    """An empty regular file or a link to /dev/null.  Anything else that
+    is not a regular file (a FIFO has size 0 too) is read, and refused."""
     try:
         if path.is_symlink() and os.readlink(path) == "/dev/null":
             return True
-        return path.stat().st_size == 0
+        st = path.stat()
+        return stat.S_ISREG(st.st_mode) and st.st_size == 0
     except OSError:
         return False
 

@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 
 from ..modprobe import normalise_module
 from ..pci import ADDRESS_RE
+from ..safeio import read_text
 from .ids import parse_ids
 
 DRIVERCTL_DIR = "etc/driverctl.d"
@@ -114,7 +115,7 @@ def _read_text(root, rel: str, found: Found) -> Optional[str]:
     """A file's text, or None with a problem recorded.  A missing file is
     simply absent, not a problem."""
     try:
-        return root.path(rel).read_text(encoding="utf-8")
+        return read_text(root.path(rel))
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
