@@ -193,6 +193,10 @@ class Daemon:
             self.log.error("reload failed: %s; the old policy stays in force", e)
             self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
             return False
+        except Exception as e:  # whatever breaks a reload must not stop the daemon
+            self.log.exception("reload failed: %r; the old policy stays in force", e)
+            self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
+            return False
         with self._ctx_lock:
             self.ctx = new
         self.log.info("reloaded: %d rules, %d vfio_pci aliases", len(new.policy.rules),

@@ -20,7 +20,9 @@ def table(headers, rows, out=None) -> None:
 
 def dump_json(obj, out=None) -> None:
     out = out or sys.stdout
-    json.dump(obj, out, indent=2, sort_keys=False)
+    # allow_nan=False: NaN and Infinity are not JSON; a value that cannot
+    # be written as JSON is a bug to report, never output to a parser.
+    out.write(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
     out.write("\n")
 
 

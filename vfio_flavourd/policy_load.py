@@ -262,6 +262,40 @@ class _Checker:
         return [self.rule(n, f"rules[{i}]") for i, n in enumerate(rnode.value)]
 
 
+# A policy is four levels deep (rules, a rule, match, a list); 500 levels
+# blew Python's recursion limit inside PyYAML's composer.
+MAX_DEPTH = 32
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses documents nested deeper than
+    MAX_DEPTH, with the line of the node that went too deep."""
+
+    def compose_document(self):
+        self._depth = 0
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def compose(text: str):
+    """The node tree of one YAML document (None when empty)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def parse_file(path: Path, problems: list, display: Optional[str] = None) -> list:
     """The rules of one policy file (None entries for invalid rules)."""
     shown = display or str(path)
@@ -274,7 +308,12 @@ def parse_file(path: Path, problems: list, display: Optional[str] = None) -> lis
         problems.append(Problem(shown, 1, 1, "", f"cannot read: {e.strerror}"))
         return []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
+    except RecursionError:
+        # compose_node recurses once per level; the depth cap below stops
+        # this first, but a small stack (a thread) must not crash us either.
+        problems.append(Problem(shown, 1, 1, "", "YAML nested too deeply"))
+        return []
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -104,7 +104,7 @@ class State:
             self._warn(f"{path}: unreadable state ({_why(e)}); treating as empty")
             return None
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION \
-                or not isinstance(data.get("record"), dict):
+                or not isinstance(data.get("record"), dict) or not _flat(data["record"]):
             self._warn(f"{path}: unknown state format; treating as empty")
             return None
         return data["record"]
@@ -177,6 +177,14 @@ class State:
                         and not os.path.exists(self._file(address)):
                     self._store(address, record)
             legacy.unlink()
+
+
+def _flat(record: dict) -> bool:
+    """Every record we write maps names to strings, numbers, booleans or
+    null.  Anything nested is not ours (and deep nesting would break the
+    JSON writer of `status --json`)."""
+    return all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+               for k, v in record.items())
 
 
 def _reject_constant(name: str):
