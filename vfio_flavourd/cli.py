@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     except PolicyError as e:
         for problem in e.problems:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
-        print(f"{PROG}: error: the policy has {len(e.problems)} problem"
-              f"{'s' if len(e.problems) != 1 else ''}; nothing was done", file=sys.stderr)
+        print(f"{PROG}: error: the policy has {e.total} problem"
+              f"{'s' if e.total != 1 else ''}; nothing was done", file=sys.stderr)
         return 1
     except FlavourdError as e:
         for line in str(e).splitlines():

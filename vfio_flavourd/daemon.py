@@ -186,7 +186,7 @@ class Daemon:
                 self.log.error("reload: %s", p, extra={"fields": {
                     "MESSAGE_ID": log.MSG_RELOAD_FAILED}})
             self.log.error("reload: the new policy has %d problems; the old one stays in "
-                           "force", len(e.problems))
+                           "force", e.total)
             self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
             return False
         except FlavourdError as e:

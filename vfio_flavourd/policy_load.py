@@ -69,6 +69,16 @@ class _Checker:
     def __init__(self, path: str, problems: list):
         self.path = path
         self.problems = problems
+        # YAML aliases make one node appear many times; each is checked,
+        # and its problems reported, once (250 references to a mapping of
+        # 2,000 bad keys made half a million lines).
+        self._done: dict = {}
+
+    def _once(self, kind: str, node, check):
+        key = (kind, id(node))
+        if key not in self._done:
+            self._done[key] = check()
+        return self._done[key]
 
     def problem(self, node, key, message):
         mark = node.start_mark if node is not None else None
@@ -161,12 +171,19 @@ class _Checker:
         return normalise_module(text)
 
     def list_of(self, node, key, each) -> Optional[tuple]:
+        return self._once(f"list:{key.rpartition('.')[2]}", node,
+                          lambda: self._list_of(node, key, each))
+
+    def _list_of(self, node, key, each) -> Optional[tuple]:
         values = [each(n, k) for n, k in self.items(node, key)]
         if any(v is None for v in values) or not values:
             return None
         return tuple(values)
 
     def match(self, node, key) -> Optional[Match]:
+        return self._once("match", node, lambda: self._match(node, key))
+
+    def _match(self, node, key) -> Optional[Match]:
         keys = self.mapping(node, key, MATCH_KEYS)
         if isinstance(node, yaml.MappingNode) and not node.value:
             self.problem(node, key, "expected at least one key: a rule must say which "
@@ -191,6 +208,9 @@ class _Checker:
         return Match(**kw) if ok and keys else None
 
     def rule(self, node, key) -> Optional[Rule]:
+        return self._once("rule", node, lambda: self._rule(node, key))
+
+    def _rule(self, node, key) -> Optional[Rule]:
         keys = self.mapping(node, key, RULE_KEYS)
         if not isinstance(node, yaml.MappingNode):
             return None
@@ -265,6 +285,7 @@ class _Checker:
 # A policy is four levels deep (rules, a rule, match, a list); 500 levels
 # blew Python's recursion limit inside PyYAML's composer.
 MAX_DEPTH = 32
+MAX_ALIASES = 10000
 
 
 class _Loader(yaml.SafeLoader):
@@ -272,12 +293,21 @@ class _Loader(yaml.SafeLoader):
     MAX_DEPTH, with the line of the node that went too deep."""
 
     def compose_document(self):
-        self._depth = 0
+        self._depth = self._aliases = 0
         return super().compose_document()
 
     def compose_node(self, parent, index):
         self._depth += 1
         try:
+            if self.check_event(yaml.AliasEvent):
+                # Composing shares aliased nodes and the checker visits each
+                # once, so even a "billion laughs" costs little; this bounds
+                # the rest of the work such a document can ask for.
+                self._aliases += 1
+                if self._aliases > MAX_ALIASES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"more than {MAX_ALIASES} aliases",
+                        self.peek_event().start_mark)
             if self._depth > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark
                 raise yaml.composer.ComposerError(
@@ -379,8 +409,27 @@ def load(files) -> Policy:
             seen[rule.name] = rule.origin
             rules.append(rule)
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(_first(problems), total=len(problems))
     return Policy(rules=rules, files=list(files))
+
+
+MAX_SHOWN = 100
+
+
+class _More:
+    """Stands for the problems not shown."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __str__(self) -> str:
+        return f"... and {self.n} more problem{'s' if self.n != 1 else ''} not shown"
+
+
+def _first(problems: list) -> list:
+    if len(problems) <= MAX_SHOWN:
+        return problems
+    return problems[:MAX_SHOWN] + [_More(len(problems) - MAX_SHOWN)]
 
 
 def load_policy(root, paths=None) -> Policy:
