@@ -15,8 +15,10 @@ import pickle
 from . import __version__, safeio
 
 CACHE_NAME = "callout-cache.pickle"
-# Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
-FORMAT = 2
+# Bumped when the pickled classes change shape (2: named tuples, not
+# dataclasses) or what they mean (3: aliases matched as glibc fnmatch,
+# malformed ones left out).
+FORMAT = 3
 
 
 def _stat_key(path) -> tuple:
