@@ -23,10 +23,12 @@ from .modprobe import normalise_module, valid_module_name
 from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, PolicyFile, Rule
 from .safeio import read_text
 
-RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
-ADDRESS_GLOB_RE = re.compile(r"^[0-9a-fA-F:.*?\[\]!-]+$")
-HEX_ID_RE = re.compile(r"^(0[xX])?[0-9a-fA-F]{1,4}$")
-CLASS_RE = re.compile(r"^(0[xX])?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})$")
+# Whole-string patterns, used with fullmatch: "$" also matches before a
+# final newline, so `name: "gpus\n"` passed the old checks.
+RULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]*")
+ADDRESS_GLOB_RE = re.compile(r"[0-9a-fA-F:.*?\[\]!-]+")
+HEX_ID_RE = re.compile(r"(0[xX])?[0-9a-fA-F]{1,4}")
+CLASS_RE = re.compile(r"(0[xX])?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})")
 
 TOP_KEYS = ("version", "rules")
 MATCH_KEYS = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class",
@@ -134,14 +136,14 @@ class _Checker:
     def hex_id(self, node, key) -> Optional[int]:
         # The raw text decides, not YAML's typing: ids are hexadecimal as
         # lspci and sysfs print them, so 1041 and "1041" both mean 0x1041.
-        if isinstance(node, yaml.ScalarNode) and HEX_ID_RE.match(node.value):
+        if isinstance(node, yaml.ScalarNode) and HEX_ID_RE.fullmatch(node.value):
             return int(node.value, 16)
         self.problem(node, key, "expected a 16-bit hex id such as 0x15b3 or \"15b3\", "
                      f"found {_found(node)}")
         return None
 
     def class_prefix(self, node, key) -> Optional[ClassPrefix]:
-        m = CLASS_RE.match(node.value) if isinstance(node, yaml.ScalarNode) else None
+        m = CLASS_RE.fullmatch(node.value) if isinstance(node, yaml.ScalarNode) else None
         if m:
             return ClassPrefix(int(m.group(2), 16), len(m.group(2)))
         self.problem(node, key, "expected 2, 4 or 6 hex digits (class, class+subclass, "
@@ -152,7 +154,7 @@ class _Checker:
         text = self.string(node, key)
         if text is None:
             return None
-        if address_like and not ADDRESS_GLOB_RE.match(text):
+        if address_like and not ADDRESS_GLOB_RE.fullmatch(text):
             self.problem(node, key, "expected a PCI address or glob such as \"0000:3b:*\", "
                          f"found {_found(node)}")
             return None
@@ -223,7 +225,7 @@ class _Checker:
             where = f"{key}.{name}"
             if name == "name":
                 value = self.string(v, where)
-                if value is not None and not RULE_NAME_RE.match(value):
+                if value is not None and not RULE_NAME_RE.fullmatch(value):
                     self.problem(v, where, "expected a name of letters, digits and "
                                  f"'_.:@+-', found {_found(v)}")
                     value = None
@@ -364,8 +366,15 @@ def discover(policy_dirs) -> list:
     for d in policy_dirs:
         try:
             names = sorted(os.listdir(d))
-        except OSError:
+        except FileNotFoundError:
             continue
+        except OSError as e:
+            # A file (or anything else) where a policy directory should be
+            # is a broken policy, not an empty one.
+            what = e.strerror or str(e)
+            if isinstance(e, NotADirectoryError):
+                what = f"expected a directory of *.yaml files, found {_kind(d)}"
+            raise PolicyError([Problem(str(d), 1, 1, "", what)]) from None
         for name in names:
             if not name.endswith(".yaml") or name.startswith("."):
                 continue
@@ -376,6 +385,14 @@ def discover(policy_dirs) -> list:
             disabled = _is_disabled(path)
             chosen[name] = PolicyFile(path, str(d), masks, disabled)
     return [chosen[n] for n in sorted(chosen)]
+
+
+def _kind(path) -> str:
+    from .safeio import kind
+    try:
+        return kind(os.stat(path).st_mode)
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def _is_disabled(path: Path) -> bool:

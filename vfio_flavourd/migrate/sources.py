@@ -27,7 +27,7 @@ CMDLINE = "proc/cmdline"
 # earlier directory hides the same name in the later ones (modprobe.d(5)).
 MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
                  "usr/lib/modprobe.d", "lib/modprobe.d")
-DRIVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+DRIVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 VFIO_PCI = "vfio_pci"
 # Where `migrate --write` puts the policy.
 MIGRATED_FILE = "etc/vfio-flavourd/policy.d/50-migrated.yaml"

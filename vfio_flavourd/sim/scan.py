@@ -24,6 +24,15 @@ def _read(path: Path) -> Optional[str]:
         return None
 
 
+def _shown(text: str) -> str:
+    """What a file held, printable: bytes that are not text show as such."""
+    data = text[:40].encode("utf-8", "surrogateescape")
+    try:
+        return repr(data.decode("ascii"))
+    except UnicodeDecodeError:
+        return repr(data)
+
+
 def _int(path: Path, default: int = 0, base: int = 16) -> int:
     text = _read(path)
     if not text:
@@ -32,7 +41,7 @@ def _int(path: Path, default: int = 0, base: int = 16) -> int:
         return int(text, base)
     except ValueError:
         raise UsageError(f"{path}: expected a {'hex' if base == 16 else 'decimal'} number, "
-                         f"found {text[:40]!r}") from None
+                         f"found {_shown(text)}") from None
 
 
 def _link(path: Path) -> Optional[str]:
@@ -158,5 +167,5 @@ def _dev_numbers(path: Path) -> tuple:
     text = _read(path) or "259:0"
     major, _, minor = text.partition(":")
     if not (major.isdigit() and minor.isdigit()):
-        raise UsageError(f"{path}: expected MAJOR:MINOR, found {text[:40]!r}")
+        raise UsageError(f"{path}: expected MAJOR:MINOR, found {_shown(text)}")
     return int(major), int(minor)
