@@ -87,13 +87,18 @@ def test_simulate_never_writes_through_a_linked_attribute(layout):
     assert f"{VF}  failed" in out
 
 
-@pytest.mark.parametrize("sub", ["devices", "locks", "udev"])
-def test_run_dirs_linked_out_of_the_root_are_refused(layout, sub):
-    root, outside = layout
+def _link_run_dir_out(root, outside, sub) -> dict:
+    """run/vfio-flavourd/SUB as a link to `outside`; its snapshot before."""
     run = root / "run/vfio-flavourd"
     run.mkdir(parents=True)
     os.symlink(outside, run / sub)
-    before = snapshot(outside)
+    return snapshot(outside)
+
+
+@pytest.mark.parametrize("sub", ["devices", "locks", "udev"])
+def test_run_dirs_linked_out_of_the_root_are_refused(layout, sub):
+    root, outside = layout
+    before = _link_run_dir_out(root, outside, sub)
     r = Root(root)
     with pytest.raises(FlavourdError, match="outside the root"):
         State(r).check_layout()
@@ -112,10 +117,7 @@ def test_run_dirs_linked_out_of_the_root_are_refused(layout, sub):
 @pytest.mark.parametrize("sub", ["devices", "locks"])
 def test_simulate_apply_refuses_run_dirs_linked_out(layout, sub):
     root, outside = layout
-    run = root / "run/vfio-flavourd"
-    run.mkdir(parents=True)
-    os.symlink(outside, run / sub)
-    before = snapshot(outside)
+    before = _link_run_dir_out(root, outside, sub)
     code, out, err = run_cli("--root", str(root), "--simulate", "apply")
     assert snapshot(outside) == before
     assert code == 1 and no_traceback(err) and "outside the root" in err
