@@ -48,6 +48,12 @@ class Layout:
             self._check_inside(rel, parent)
         return f"{self.root}/{rel}"
 
+    def known_inside(self, dirs) -> None:
+        """Directories already found to be real and inside the root (a
+        device's directory, which the scan resolved): spares a realpath at
+        the first write to each of thousands of devices."""
+        self._inside.update(dirs)
+
     def _check_inside(self, rel: str, parent: str) -> None:
         from ..root import RootEscape
         name = rel.rpartition("/")[2]
