@@ -54,7 +54,7 @@ def test_driverctl_bad_files_are_reported_one_by_one(tmp_path):
         f"{p}0000:01:00.1:1: expected one driver name, found 2 lines; skipped",
         f"{p}0000:01:00.2:1: 'vfio pci' is not a driver name; skipped",
         f"{p}0000:01:00.3: not UTF-8 text; skipped",
-        f"{p}0000:01:00.4: cannot read: Is a directory; skipped",
+        f"{p}0000:01:00.4: cannot read: a directory, not a regular file; skipped",
         f"{p}3b:00.5:1: '3b:00.5' is not a PCI address (DOMAIN:BUS:SLOT.FUNCTION, "
         "lower-case); skipped"]
     assert [s.address for s in found.sources] == ["0000:01:00.6"]
@@ -181,7 +181,7 @@ def test_unreadable_conf_is_a_problem(tmp_path):
     put(tmp_path, "etc/modprobe.d/vfio.conf", "options vfio-pci ids=8086:10fb\n")
     found = read(tmp_path, read_modprobe)
     assert texts(found.problems) == [
-        "/etc/modprobe.d/broken.conf: cannot read: Is a directory; skipped"]
+        "/etc/modprobe.d/broken.conf: cannot read: a directory, not a regular file; skipped"]
     assert len(found.sources) == 1
 
 

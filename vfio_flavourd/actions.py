@@ -4,6 +4,7 @@ and the udev path."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Iterable, Optional
 
 from . import engine, pci
@@ -49,8 +50,11 @@ def carry_out(ctx, binder: Binder, decision, *, force=False, dry_run=False,
     (the decision may be older than the device's current state)."""
     address = decision.device.address
     rule = decision.rule
+    # A dry run changes nothing, so it takes no lock: it must work on a
+    # read-only /run.
+    lock = nullcontext() if dry_run else DeviceLock(ctx.root, address, timeout=lock_timeout)
     try:
-        with DeviceLock(ctx.root, address, timeout=lock_timeout):
+        with lock:
             dev = fresh(ctx.sysfs, address)
             if dev is None:
                 binder.state.update(address, None)
@@ -92,7 +96,7 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
 def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:
     """Decisions for the given addresses (all devices when None)."""
     if addresses is None:
-        devices = list(pci.scan(ctx.sysfs))
+        devices = list(pci.scan(ctx.sysfs, ctx.warn))
     else:
         devices = []
         for a in addresses:

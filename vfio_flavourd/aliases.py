@@ -3,17 +3,20 @@
 Variant drivers mark their ids override-only; scripts/mod/file2alias.c then
 publishes them in modules.alias as "alias vfio_pci:vXXXXXXXXdXXXXXXXX... MOD"
 instead of "pci:".  kmod matches "vfio_" + the device's modalias against
-these patterns as fnmatch globs, and so do we.
+these patterns with glibc's fnmatch(3), and so do we (globmatch), on the
+patterns depmod would index: depmod normalises each alias ('-' to '_'
+outside brackets) and drops one with unbalanced brackets.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 
+from . import globmatch
 from ._record import REQUIRED, record
 from .modprobe import normalise_module, valid_module_name
+from .safeio import read_bytes, read_text
 
 PREFIX = "vfio_pci:"
 CATCH_ALL = "vfio_pci"
@@ -21,7 +24,8 @@ CATCH_ALL = "vfio_pci"
 # The seven fields of a pci/vfio_pci alias, in file2alias's order.  Vendor and
 # device ids are upper-case hex, so the lower-case field letters never clash.
 _FIELDS_RE = re.compile(
-    r"^v(?P<v>[^d]*)d(?P<d>.*?)sv(?P<sv>.*?)sd(?P<sd>.*?)bc(?P<bc>.*?)sc(?P<sc>.*?)i(?P<i>.*)$")
+    r"v(?P<v>[^d]*)d(?P<d>.*?)sv(?P<sv>.*?)sd(?P<sd>.*?)bc(?P<bc>.*?)sc(?P<sc>.*?)i(?P<i>.*)",
+    re.DOTALL)
 FIELD_NAMES = ("v", "d", "sv", "sd", "bc", "sc", "i")
 
 
@@ -33,7 +37,7 @@ _REGEX: dict = {}
 class Alias(record("Alias", (
         ("module", REQUIRED),       # as modules.alias names it, normalised ('-' -> '_')
         ("pattern", REQUIRED),      # without the "vfio_pci:" prefix
-        ("wildcards", REQUIRED),    # fields that are a bare "*"
+        ("wildcards", REQUIRED),    # fields with a "*" in them
         ("origin", REQUIRED)))):    # "path:line" it came from
     __slots__ = ()
 
@@ -43,22 +47,33 @@ class Alias(record("Alias", (
             return False
         regex = _REGEX.get(self.pattern)
         if regex is None:
-            regex = _REGEX[self.pattern] = re.compile(fnmatch.translate(self.pattern), re.DOTALL)
-        return regex.match(modalias[4:]) is not None
+            regex = _REGEX[self.pattern] = globmatch.compile(self.pattern)
+        return regex.fullmatch(modalias[4:]) is not None
 
     @property
     def is_catch_all(self) -> bool:
         return self.module == CATCH_ALL
 
 
+def fields(pattern: str):
+    """The seven fields of a pattern, or None when it has not got them."""
+    m = _FIELDS_RE.fullmatch(pattern)
+    return None if m is None else [m.group(name) for name in FIELD_NAMES]
+
+
 def wildcard_count(pattern: str) -> int:
-    """How many of the seven fields are "*" (any).  file2alias appends a
-    trailing "*" to patterns that do not end in one; that star belongs to no
-    field choice, so a field like "i00*" counts as specific."""
-    m = _FIELDS_RE.match(pattern)
-    if not m:
-        return pattern.count("*")
-    return sum(1 for name in FIELD_NAMES if m.group(name) == "*")
+    """How many of the seven fields hold a "*" ("d000010*" is as loose as
+    "*" for ranking: the count is per field, unweighted, as in the commit
+    that added these aliases).  file2alias appends a trailing "*" to a
+    pattern that does not end in one; that star belongs to no field choice,
+    so a last field like "i00*" counts as specific."""
+    parts = fields(pattern)
+    if parts is None:
+        raise ValueError(f"not a seven-field pci alias: {pattern!r}")
+    last = parts[-1]
+    if len(last) > 1 and last.endswith("*"):
+        parts[-1] = last[:-1]
+    return sum(1 for f in parts if "*" in f)
 
 
 def make_alias(module: str, pattern: str, origin: str) -> Alias:
@@ -68,8 +83,8 @@ def make_alias(module: str, pattern: str, origin: str) -> Alias:
 
 def _vendor_key(pattern: str) -> str | None:
     """The exact vendor field, or None when the pattern matches any vendor."""
-    m = _FIELDS_RE.match(pattern)
-    if m and "*" not in m.group("v") and "?" not in m.group("v") and "[" not in m.group("v"):
+    m = _FIELDS_RE.fullmatch(pattern)
+    if m and not any(c in m.group("v") for c in "*?[\\"):
         return m.group("v")
     return None
 
@@ -110,32 +125,83 @@ class VariantIndex:
         return self._modules
 
 
+def depmod_normalise(alias: str):
+    """The alias as depmod indexes it (kmod's alias_normalize): '-' becomes
+    '_' outside brackets; None when a bracket is unbalanced, which depmod
+    refuses to index ("Unmatched bracket"), so kmod never matches it."""
+    out, i, n = [], 0, len(alias)
+    while i < n:
+        c = alias[i]
+        if c == "]":
+            return None
+        if c == "[":
+            end = alias.find("]", i)
+            if end < 0:
+                return None
+            out.append(alias[i:end + 1])
+            i = end + 1
+            continue
+        out.append("_" if c == "-" else c)
+        i += 1
+    return "".join(out)
+
+
+def checked_alias(module: str, value: str, origin: str):
+    """(Alias, None) for a vfio_pci alias kmod would use, else (None, why)."""
+    norm = depmod_normalise(value)
+    if norm is None:
+        return None, "unbalanced brackets: depmod does not index it, so kmod never matches it"
+    pattern = norm[len(PREFIX):]
+    if fields(pattern) is None:
+        return None, ("not the seven fields v d sv sd bc sc i of a PCI alias; it cannot be "
+                      "ranked against the others")
+    try:
+        globmatch.translate(pattern)
+    except globmatch.Unsupported as e:
+        return None, f"unsupported pattern: {e}"
+    return make_alias(module, pattern, origin), None
+
+
+# depmod reads "vfio-pci:" as "vfio_pci:" too.
+_LINE_PREFIXES = ("alias vfio_pci:", "alias vfio-pci:")
+
+
 def parse_modules_alias(text: str, origin: str) -> tuple:
     """(aliases, warnings) from modules.alias text.  Only vfio_pci: lines
     count; a malformed vfio_pci line is a warning, never fatal."""
     aliases, warnings = [], []
     for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("alias vfio_pci:"):
+        if not line.startswith(_LINE_PREFIXES):
             continue
         parts = line.split()
         if len(parts) != 3 or not valid_module_name(parts[2]):
             warnings.append(f"{origin}:{lineno}: ignoring malformed alias line: {line.strip()!r}")
             continue
-        aliases.append(make_alias(parts[2], parts[1][len(PREFIX):], f"{origin}:{lineno}"))
+        alias, why = checked_alias(parts[2], parts[1], f"{origin}:{lineno}")
+        if alias is None:
+            warnings.append(f"{origin}:{lineno}: ignoring alias {parts[1]!r}: {why}")
+            continue
+        aliases.append(alias)
     return aliases, warnings
 
 
-def parse_builtin_modinfo(data: bytes, origin: str) -> list:
+def parse_builtin_modinfo(data: bytes, origin: str, warnings=None) -> list:
     """Aliases of built-in modules, from modules.builtin.modinfo: NUL-separated
     "module.alias=value" records (built-in modules have no modules.alias line)."""
     aliases = []
     for n, entry in enumerate(data.split(b"\0"), 1):
-        if b".alias=vfio_pci:" not in entry:
+        if b".alias=vfio_pci:" not in entry and b".alias=vfio-pci:" not in entry:
             continue
         text = entry.decode("ascii", "replace")
         module, _, value = text.partition(".alias=")
-        if valid_module_name(module):
-            aliases.append(make_alias(module, value[len(PREFIX):], f"{origin}:record {n}"))
+        if not valid_module_name(module):
+            continue
+        alias, why = checked_alias(module, value, f"{origin}:record {n}")
+        if alias is None:
+            if warnings is not None:
+                warnings.append(f"{origin}:record {n}: ignoring alias {value!r}: {why}")
+            continue
+        aliases.append(alias)
     return aliases
 
 
@@ -147,7 +213,7 @@ def load_index(modules_dir: Path) -> VariantIndex:
     alias_path = modules_dir / "modules.alias"
     warnings = []
     try:
-        text = alias_path.read_text(encoding="ascii", errors="replace")
+        text = read_text(alias_path, "ascii", "replace")
     except OSError as e:
         reason = e.strerror or str(e)
         return VariantIndex([], alias_path, [
@@ -156,8 +222,12 @@ def load_index(modules_dir: Path) -> VariantIndex:
     aliases, warnings = parse_modules_alias(text, str(alias_path))
     builtin = modules_dir / "modules.builtin.modinfo"
     try:
-        data = builtin.read_bytes()
-    except OSError:
+        data = read_bytes(builtin)
+    except FileNotFoundError:
         data = b""
-    aliases += parse_builtin_modinfo(data, str(builtin))
+    except OSError as e:
+        warnings.append(f"{builtin}: cannot read ({e.strerror or e}); built-in variants "
+                        "are not known")
+        data = b""
+    aliases += parse_builtin_modinfo(data, str(builtin), warnings)
     return VariantIndex(aliases, alias_path, warnings)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import pickle
 
-from . import __version__
+from . import __version__, safeio
 
 CACHE_NAME = "callout-cache.pickle"
-# Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
-FORMAT = 2
+# Bumped when the pickled classes change shape (2: named tuples, not
+# dataclasses) or what they mean (3: aliases matched as glibc fnmatch,
+# malformed ones left out).
+FORMAT = 3
 
 
 def _stat_key(path) -> tuple:
@@ -50,13 +52,15 @@ def load_cached(root, policy_paths=()):
     """(policy, index) from the cache when it is current, else None."""
     path = root.run_dir() / CACHE_NAME
     try:
-        st = os.stat(path)
-        # Only ever unpickle a file that we (root) own and nobody else can write.
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        with open(path, "rb") as f:
+        fd = safeio.open_regular(path, os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            # Only ever unpickle a file that we (root) own and nobody else can write.
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
             key, policy, index = pickle.load(f)
-    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
+    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError,
+            RecursionError):
         return None
     if key != input_key(root, policy_paths):
         return None
@@ -65,14 +69,15 @@ def load_cached(root, policy_paths=()):
 
 def store(root, policy, index, policy_paths=()) -> None:
     """Write the cache atomically; failure to cache is never an error."""
-    d = root.run_dir()
+    from .errors import FlavourdError
+    from .root import RUN_DIR
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{CACHE_NAME}.{os.getpid()}"
-        with open(tmp, "wb") as f:
+        d = root.ensure_dir(RUN_DIR)
+        tmp = os.path.join(d, f".{CACHE_NAME}.{os.getpid()}")
+        with os.fdopen(safeio.create(tmp, mode=0o600), "wb") as f:
             os.fchmod(f.fileno(), 0o600)
             pickle.dump((input_key(root, policy_paths), policy, index), f,
                         protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, d / CACHE_NAME)
-    except OSError:
+        os.replace(tmp, os.path.join(d, CACHE_NAME))
+    except (OSError, FlavourdError, RecursionError):
         pass

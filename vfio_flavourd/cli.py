@@ -57,7 +57,8 @@ def make_context(args):
     from .sim import SimKernel
     scratch = tempfile.mkdtemp(prefix="vfio-flavourd-sim-")
     atexit.register(shutil.rmtree, scratch, True)
-    shutil.copytree(root.dir, scratch, symlinks=True, dirs_exist_ok=True)
+    from .sim.scratch import copy_tree
+    copy_tree(root.dir, scratch)
     kernel = SimKernel(scratch)
     ctx = Context(Root(scratch, kernel_release=args.kernel_release), policy_paths=args.policy)
     ctx.sysfs = kernel.sysfs
@@ -70,14 +71,24 @@ def make_context(args):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .output import Escaping
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Escaping(sys.stdout), Escaping(sys.stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run(args) -> int:
     try:
         ctx = make_context(args)
         return args._module.run(ctx, args)
     except PolicyError as e:
         for problem in e.problems:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
-        print(f"{PROG}: error: the policy has {len(e.problems)} problem"
-              f"{'s' if len(e.problems) != 1 else ''}; nothing was done", file=sys.stderr)
+        print(f"{PROG}: error: the policy has {e.total} problem"
+              f"{'s' if e.total != 1 else ''}; nothing was done", file=sys.stderr)
         return 1
     except FlavourdError as e:
         for line in str(e).splitlines():

@@ -77,6 +77,7 @@ class Context:
 
     def binder(self, settle_timeout: float = 1.0):
         from .binder import Binder
+        self.state.check_layout()   # a clear error before any device is touched
         return Binder(self.sysfs, self.loader, self.index, self.state,
                       settle_timeout=settle_timeout)
 

@@ -186,11 +186,15 @@ class Daemon:
                 self.log.error("reload: %s", p, extra={"fields": {
                     "MESSAGE_ID": log.MSG_RELOAD_FAILED}})
             self.log.error("reload: the new policy has %d problems; the old one stays in "
-                           "force", len(e.problems))
+                           "force", e.total)
             self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
             return False
         except FlavourdError as e:
             self.log.error("reload failed: %s; the old policy stays in force", e)
+            self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
+            return False
+        except Exception as e:  # whatever breaks a reload must not stop the daemon
+            self.log.exception("reload failed: %r; the old policy stays in force", e)
             self.notifier.ready(self.status_text() + "; reload failed, old policy in force")
             return False
         with self._ctx_lock:

@@ -15,8 +15,10 @@ class UsageError(FlavourdError):
 class PolicyError(FlavourdError):
     """The policy is broken.  Carries every problem found, not only the first."""
 
-    def __init__(self, problems):
+    def __init__(self, problems, total=None):
         self.problems = list(problems)
+        # How many there were: the list may hold only the first of them.
+        self.total = len(self.problems) if total is None else total
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -10,7 +10,7 @@ from .errors import ModprobeError
 from .root import SYS_MODULE, Root
 from .sysfs import Sysfs
 
-MODULE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 ENV_MODPROBE = "VFIO_FLAVOURD_MODPROBE"
 
 
@@ -22,7 +22,7 @@ def normalise_module(name: str) -> str:
 
 
 def valid_module_name(name: str) -> bool:
-    return bool(MODULE_NAME_RE.match(name))
+    return MODULE_NAME_RE.fullmatch(name) is not None
 
 
 class ModuleLoader:

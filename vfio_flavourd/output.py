@@ -20,8 +20,34 @@ def table(headers, rows, out=None) -> None:
 
 def dump_json(obj, out=None) -> None:
     out = out or sys.stdout
-    json.dump(obj, out, indent=2, sort_keys=False)
+    # allow_nan=False: NaN and Infinity are not JSON; a value that cannot
+    # be written as JSON is a bug to report, never output to a parser.
+    out.write(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
     out.write("\n")
+
+
+# Every C0 and C1 control character but the newline, and DEL, as a
+# visible escape: names and values read from sysfs (a driver link, an
+# override, a modalias) reach the terminal, and an escape sequence in them
+# must not.  JSON output has none of these raw (json.dumps escapes them).
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x0A}
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
+class Escaping:
+    """A text stream that escapes control characters on their way out."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text.translate(_CONTROLS))
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def shorten(text, width: int):

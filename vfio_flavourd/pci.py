@@ -10,13 +10,13 @@ import re
 from collections.abc import Iterator
 
 from ._record import REQUIRED, record
-from .errors import DeviceGone, UnknownDevice, UsageError
+from .errors import DeviceGone, SysfsError, UnknownDevice, UsageError
 from .modprobe import module_of_driver
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
 # Domains are 4 hex digits, except behind Intel VMD, which adds 5-digit ones.
-ADDRESS_RE = re.compile(r"^[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+ADDRESS_RE = re.compile(r"[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
 
 CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
@@ -152,14 +152,19 @@ def addresses(sysfs: Sysfs) -> list:
     return [a for a in sysfs.entries(PCI_DEVICES) if ADDRESS_RE.match(a)]
 
 
-def scan(sysfs: Sysfs) -> Iterator[PciDevice]:
+def scan(sysfs: Sysfs, warn=None) -> Iterator[PciDevice]:
     """Every PCI device, in address order.  A device that vanishes while we
-    scan is skipped: hot-unplug during a scan is normal."""
+    scan is skipped: hot-unplug during a scan is normal.  So is one with an
+    unreadable attribute (a symlink loop, a FIFO in a copied tree), with a
+    warning: one odd device must not stop the plan for all the others."""
     for address in addresses(sysfs):
         try:
             yield read_device(sysfs, address)
         except (DeviceGone, UnknownDevice):
             continue
+        except SysfsError as e:
+            if warn is not None:
+                warn(f"{address}: skipped: {e}")
 
 
 def iommu_group_members(sysfs: Sysfs, group: str) -> list:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from .safeio import open_regular
+
 
 class PciIds:
     def __init__(self, path: Optional[Path]):
@@ -21,7 +23,7 @@ class PciIds:
         if self.path is None:
             return
         try:
-            f = open(self.path, encoding="utf-8", errors="replace")
+            f = open(open_regular(self.path), encoding="utf-8", errors="replace")
         except OSError:
             return
         vendor = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,11 +21,14 @@ import yaml
 from .errors import PolicyError
 from .modprobe import normalise_module, valid_module_name
 from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, PolicyFile, Rule
+from .safeio import read_text
 
-RULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
-ADDRESS_GLOB_RE = re.compile(r"^[0-9a-fA-F:.*?\[\]!-]+$")
-HEX_ID_RE = re.compile(r"^(0[xX])?[0-9a-fA-F]{1,4}$")
-CLASS_RE = re.compile(r"^(0[xX])?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})$")
+# Whole-string patterns, used with fullmatch: "$" also matches before a
+# final newline, so `name: "gpus\n"` passed the old checks.
+RULE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]*")
+ADDRESS_GLOB_RE = re.compile(r"[0-9a-fA-F:.*?\[\]!-]+")
+HEX_ID_RE = re.compile(r"(0[xX])?[0-9a-fA-F]{1,4}")
+CLASS_RE = re.compile(r"(0[xX])?([0-9a-fA-F]{2}|[0-9a-fA-F]{4}|[0-9a-fA-F]{6})")
 
 TOP_KEYS = ("version", "rules")
 MATCH_KEYS = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class",
@@ -67,6 +71,16 @@ class _Checker:
     def __init__(self, path: str, problems: list):
         self.path = path
         self.problems = problems
+        # YAML aliases make one node appear many times; each is checked,
+        # and its problems reported, once (250 references to a mapping of
+        # 2,000 bad keys made half a million lines).
+        self._done: dict = {}
+
+    def _once(self, kind: str, node, check):
+        key = (kind, id(node))
+        if key not in self._done:
+            self._done[key] = check()
+        return self._done[key]
 
     def problem(self, node, key, message):
         mark = node.start_mark if node is not None else None
@@ -122,14 +136,14 @@ class _Checker:
     def hex_id(self, node, key) -> Optional[int]:
         # The raw text decides, not YAML's typing: ids are hexadecimal as
         # lspci and sysfs print them, so 1041 and "1041" both mean 0x1041.
-        if isinstance(node, yaml.ScalarNode) and HEX_ID_RE.match(node.value):
+        if isinstance(node, yaml.ScalarNode) and HEX_ID_RE.fullmatch(node.value):
             return int(node.value, 16)
         self.problem(node, key, "expected a 16-bit hex id such as 0x15b3 or \"15b3\", "
                      f"found {_found(node)}")
         return None
 
     def class_prefix(self, node, key) -> Optional[ClassPrefix]:
-        m = CLASS_RE.match(node.value) if isinstance(node, yaml.ScalarNode) else None
+        m = CLASS_RE.fullmatch(node.value) if isinstance(node, yaml.ScalarNode) else None
         if m:
             return ClassPrefix(int(m.group(2), 16), len(m.group(2)))
         self.problem(node, key, "expected 2, 4 or 6 hex digits (class, class+subclass, "
@@ -140,7 +154,7 @@ class _Checker:
         text = self.string(node, key)
         if text is None:
             return None
-        if address_like and not ADDRESS_GLOB_RE.match(text):
+        if address_like and not ADDRESS_GLOB_RE.fullmatch(text):
             self.problem(node, key, "expected a PCI address or glob such as \"0000:3b:*\", "
                          f"found {_found(node)}")
             return None
@@ -159,12 +173,19 @@ class _Checker:
         return normalise_module(text)
 
     def list_of(self, node, key, each) -> Optional[tuple]:
+        return self._once(f"list:{key.rpartition('.')[2]}", node,
+                          lambda: self._list_of(node, key, each))
+
+    def _list_of(self, node, key, each) -> Optional[tuple]:
         values = [each(n, k) for n, k in self.items(node, key)]
         if any(v is None for v in values) or not values:
             return None
         return tuple(values)
 
     def match(self, node, key) -> Optional[Match]:
+        return self._once("match", node, lambda: self._match(node, key))
+
+    def _match(self, node, key) -> Optional[Match]:
         keys = self.mapping(node, key, MATCH_KEYS)
         if isinstance(node, yaml.MappingNode) and not node.value:
             self.problem(node, key, "expected at least one key: a rule must say which "
@@ -189,6 +210,9 @@ class _Checker:
         return Match(**kw) if ok and keys else None
 
     def rule(self, node, key) -> Optional[Rule]:
+        return self._once("rule", node, lambda: self._rule(node, key))
+
+    def _rule(self, node, key) -> Optional[Rule]:
         keys = self.mapping(node, key, RULE_KEYS)
         if not isinstance(node, yaml.MappingNode):
             return None
@@ -201,7 +225,7 @@ class _Checker:
             where = f"{key}.{name}"
             if name == "name":
                 value = self.string(v, where)
-                if value is not None and not RULE_NAME_RE.match(value):
+                if value is not None and not RULE_NAME_RE.fullmatch(value):
                     self.problem(v, where, "expected a name of letters, digits and "
                                  f"'_.:@+-', found {_found(v)}")
                     value = None
@@ -260,11 +284,55 @@ class _Checker:
         return [self.rule(n, f"rules[{i}]") for i, n in enumerate(rnode.value)]
 
 
+# A policy is four levels deep (rules, a rule, match, a list); 500 levels
+# blew Python's recursion limit inside PyYAML's composer.
+MAX_DEPTH = 32
+MAX_ALIASES = 10000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses documents nested deeper than
+    MAX_DEPTH, with the line of the node that went too deep."""
+
+    def compose_document(self):
+        self._depth = self._aliases = 0
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self.check_event(yaml.AliasEvent):
+                # Composing shares aliased nodes and the checker visits each
+                # once, so even a "billion laughs" costs little; this bounds
+                # the rest of the work such a document can ask for.
+                self._aliases += 1
+                if self._aliases > MAX_ALIASES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"more than {MAX_ALIASES} aliases",
+                        self.peek_event().start_mark)
+            if self._depth > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def compose(text: str):
+    """The node tree of one YAML document (None when empty)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def parse_file(path: Path, problems: list, display: Optional[str] = None) -> list:
     """The rules of one policy file (None entries for invalid rules)."""
     shown = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except UnicodeDecodeError as e:
         problems.append(Problem(shown, 1, 1, "", f"not UTF-8 text ({e.reason})"))
         return []
@@ -272,7 +340,12 @@ def parse_file(path: Path, problems: list, display: Optional[str] = None) -> lis
         problems.append(Problem(shown, 1, 1, "", f"cannot read: {e.strerror}"))
         return []
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose(text)
+    except RecursionError:
+        # compose_node recurses once per level; the depth cap below stops
+        # this first, but a small stack (a thread) must not crash us either.
+        problems.append(Problem(shown, 1, 1, "", "YAML nested too deeply"))
+        return []
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -293,8 +366,15 @@ def discover(policy_dirs) -> list:
     for d in policy_dirs:
         try:
             names = sorted(os.listdir(d))
-        except OSError:
+        except FileNotFoundError:
             continue
+        except OSError as e:
+            # A file (or anything else) where a policy directory should be
+            # is a broken policy, not an empty one.
+            what = e.strerror or str(e)
+            if isinstance(e, NotADirectoryError):
+                what = f"expected a directory of *.yaml files, found {_kind(d)}"
+            raise PolicyError([Problem(str(d), 1, 1, "", what)]) from None
         for name in names:
             if not name.endswith(".yaml") or name.startswith("."):
                 continue
@@ -307,11 +387,22 @@ def discover(policy_dirs) -> list:
     return [chosen[n] for n in sorted(chosen)]
 
 
+def _kind(path) -> str:
+    from .safeio import kind
+    try:
+        return kind(os.stat(path).st_mode)
+    except OSError as e:
+        return e.strerror or str(e)
+
+
 def _is_disabled(path: Path) -> bool:
+    """An empty regular file or a link to /dev/null.  Anything else that
+    is not a regular file (a FIFO has size 0 too) is read, and refused."""
     try:
         if path.is_symlink() and os.readlink(path) == "/dev/null":
             return True
-        return path.stat().st_size == 0
+        st = path.stat()
+        return stat.S_ISREG(st.st_mode) and st.st_size == 0
     except OSError:
         return False
 
@@ -335,8 +426,27 @@ def load(files) -> Policy:
             seen[rule.name] = rule.origin
             rules.append(rule)
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(_first(problems), total=len(problems))
     return Policy(rules=rules, files=list(files))
+
+
+MAX_SHOWN = 100
+
+
+class _More:
+    """Stands for the problems not shown."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __str__(self) -> str:
+        return f"... and {self.n} more problem{'s' if self.n != 1 else ''} not shown"
+
+
+def _first(problems: list) -> list:
+    if len(problems) <= MAX_SHOWN:
+        return problems
+    return problems[:MAX_SHOWN] + [_More(len(problems) - MAX_SHOWN)]
 
 
 def load_policy(root, paths=None) -> Policy:

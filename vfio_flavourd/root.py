@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from .errors import UsageError
+from .errors import FlavourdError, UsageError
 
 ENV_ROOT = "VFIO_FLAVOURD_ROOT"
 
@@ -35,6 +35,19 @@ PCI_IDS_CANDIDATES = (
 )
 
 
+class RootEscape(FlavourdError):
+    """A write would land outside the root (a symlink leads out of it)."""
+
+    def __init__(self, path, real, root):
+        self.path = str(path)
+        super().__init__(f"{path}: resolves to {real}, outside the root {root}; "
+                         "refusing to write there")
+
+
+class LayoutError(FlavourdError):
+    """Something of the wrong kind sits where the tool keeps its own files."""
+
+
 class Root:
     """A directory that stands for "/" of the machine being managed."""
 
@@ -47,6 +60,7 @@ class Root:
             raise UsageError(f"root {path}: not a directory")
         self._kernel_release = kernel_release
         self._prefix = "" if self.dir == Path("/") else str(self.dir)
+        self._dirs_ok: set = set()
 
     def __repr__(self) -> str:
         return f"Root({str(self.dir)!r})"
@@ -72,6 +86,65 @@ class Root:
             raise UsageError(f"path {rel} leaves the root")
         return f"{self._prefix}/{rel}"
 
+    def contains(self, real: str) -> bool:
+        return self.is_host or real == self._prefix or real.startswith(self._prefix + "/")
+
+    def check_inside(self, path: "os.PathLike[str] | str") -> str:
+        """`path` (under the root) when the directory it names an entry of
+        resolves inside the root; the last component is not followed (the
+        caller opens it O_NOFOLLOW).  On "/" everything is inside, so the
+        real host pays nothing."""
+        path = os.fspath(path)
+        if self.is_host:
+            return path
+        parent, name = os.path.split(path)
+        real = os.path.realpath(parent)
+        if name in ("", ".", "..") or not self.contains(real):
+            raise RootEscape(path, os.path.join(real, name), self.dir)
+        return path
+
+    def ensure_dir(self, rel: str) -> str:
+        """Create directory `rel` (and its parents) under the root, and check
+        that it is a directory that resolves inside the root.  Checked once
+        per Root: state, locks and marks ask for the same few directories
+        for every device."""
+        path = self.fspath(rel)
+        if rel in self._dirs_ok:
+            return path
+        try:
+            os.makedirs(path, exist_ok=True)
+        except FileExistsError:
+            pass
+        except NotADirectoryError:
+            raise LayoutError(f"{path}: cannot create: a file stands where a directory "
+                              "should be on the way to it") from None
+        except OSError as e:
+            raise LayoutError(f"{path}: cannot create: {e.strerror or e}") from None
+        self.check_dir(path)
+        self._dirs_ok.add(rel)
+        return path
+
+    def check_dir(self, path: str, missing_ok: bool = False) -> bool:
+        """Whether `path` is a directory inside the root; False when it is
+        missing and missing_ok.  Anything else is a LayoutError."""
+        import stat as _stat
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise LayoutError(f"{path}: missing") from None
+        except OSError as e:
+            raise LayoutError(f"{path}: {e.strerror or e}") from None
+        if not _stat.S_ISDIR(st.st_mode):
+            from .safeio import kind
+            raise LayoutError(f"{path}: expected a directory, found {kind(st.st_mode)}")
+        if not self.is_host:
+            real = os.path.realpath(path)
+            if not self.contains(real):
+                raise RootEscape(path, real, self.dir)
+        return True
+
     @property
     def kernel_release(self) -> str:
         if self._kernel_release:
@@ -79,7 +152,9 @@ class Root:
         if not self.is_host:
             # A copy of another machine says which kernel it ran.
             try:
-                rel = self.path("proc/sys/kernel/osrelease").read_text().strip()
+                from .safeio import read_text
+                rel = read_text(self.path("proc/sys/kernel/osrelease"), "ascii",
+                                "replace").strip()
                 if rel:
                     return rel
             except OSError:

@@ -12,13 +12,21 @@ bind, made a coldplug of N devices cost O(N^2): 30 ms a device at 4,000
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 import threading
 import time
 
-from .root import Root
+from . import safeio
+from .errors import FlavourdError
+from .root import RUN_DIR, LayoutError, Root
+
+# The directories under run/vfio-flavourd that hold one entry per device,
+# and the kind each entry must be.
+DEVICE_DIRS = (("devices", ".json"), ("locks", ".lock"), ("udev", ""))
 
 STATE_VERSION = 1
 LEGACY = "state.json"     # one file for every device, up to 0.1.0
@@ -26,10 +34,12 @@ LEGACY = "state.json"     # one file for every device, up to 0.1.0
 
 class State:
     def __init__(self, root: Root, warn=None):
+        self.root = root
         self.dir = root.run_dir()
         self.devices_dir = self.dir / "devices"
         self._lock_path = self.dir / "state.lock"
         self._warn = warn or (lambda msg: None)
+        self._layout_checked = False
 
     def __repr__(self) -> str:
         return f"State({self.devices_dir})"
@@ -42,7 +52,7 @@ class State:
     def addresses(self) -> list:
         try:
             names = os.listdir(self.devices_dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
 
@@ -53,8 +63,32 @@ class State:
         self._migrate()
         return self._load(address)
 
+    def check_layout(self) -> None:
+        """Before any device is touched: everything found under
+        run/vfio-flavourd must be what this tool would have put there (and
+        inside the root), or a clear error says what is wrong.  Only reads,
+        so it works on a read-only /run.  Once per State: the daemon asks
+        for a binder at every event."""
+        if self._layout_checked:
+            return
+        if not self.root.check_dir(str(self.dir), missing_ok=True):
+            return
+        for sub, suffix in DEVICE_DIRS:
+            path = os.path.join(self.dir, sub)
+            if not self.root.check_dir(path, missing_ok=True):
+                continue
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.name.startswith(".") or not e.name.endswith(suffix):
+                        continue
+                    if not e.is_file(follow_symlinks=False):
+                        st = os.lstat(e.path)
+                        raise LayoutError(f"{e.path}: expected a file written by "
+                                          f"vfio-flavourd, found {safeio.kind(st.st_mode)}")
+        self._layout_checked = True
+
     def _file(self, address: str) -> str:
-        if "/" in address or address.startswith("."):
+        if "/" in address or address.startswith(".") or not address.isprintable():
             raise ValueError(f"not a device address: {address!r}")
         return os.path.join(self.devices_dir, address + ".json")
 
@@ -63,28 +97,39 @@ class State:
         rather than stopping every command."""
         path = self._file(address)
         try:
-            with open(path) as f:
-                data = json.load(f)
+            data = loads(safeio.read_bytes(path, os.O_NOFOLLOW))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
-            self._warn(f"{path}: unreadable state ({e}); treating as empty")
+        except (OSError, ValueError, RecursionError) as e:
+            self._warn(f"{path}: unreadable state ({_why(e)}); treating as empty")
             return None
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION \
-                or not isinstance(data.get("record"), dict):
+                or not isinstance(data.get("record"), dict) or not _flat(data["record"]):
             self._warn(f"{path}: unknown state format; treating as empty")
             return None
         return data["record"]
 
     def _store(self, address: str, record: dict) -> None:
         path = self._file(address)
+        self.root.ensure_dir(f"{RUN_DIR}/devices")
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        os.makedirs(self.devices_dir, exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump({"version": STATE_VERSION, "record": record}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        data = json.dumps({"version": STATE_VERSION, "record": record}, indent=1,
+                          sort_keys=True, allow_nan=False).encode()
+        try:
+            fd = safeio.create(tmp)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise FlavourdError(f"{path}: cannot write the state record: "
+                                f"{e.strerror or e}") from None
 
     def update(self, address: str, record: dict | None) -> None:
         """Set (or with None, forget) one device's record."""
@@ -94,14 +139,17 @@ class State:
             return
         for path in (self._file(address), os.path.join(self.dir, "udev", address)):
             try:
-                os.unlink(path)
-            except OSError:
+                # unlink(2) does not follow the last component, but the
+                # directory above it might be a link out of the root.
+                if self.root.check_dir(os.path.dirname(path), missing_ok=True):
+                    os.unlink(path)
+            except (OSError, FlavourdError):
                 pass
 
     @contextlib.contextmanager
     def _locked(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.root.ensure_dir(RUN_DIR)
+        fd = _open_lock(self._lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -116,17 +164,75 @@ class State:
             return
         with self._locked():
             try:
-                data = json.loads(legacy.read_text())
+                data = loads(safeio.read_bytes(legacy, os.O_NOFOLLOW))
                 devices = data["devices"] if data.get("version") == STATE_VERSION else None
             except FileNotFoundError:
                 return          # another process migrated it first
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-                self._warn(f"{legacy}: unreadable state ({e}); treating as empty")
+            except (OSError, ValueError, TypeError, KeyError, AttributeError,
+                    RecursionError) as e:
+                self._warn(f"{legacy}: unreadable state ({_why(e)}); treating as empty")
                 devices = None
             for address, record in (devices if isinstance(devices, dict) else {}).items():
-                if isinstance(record, dict) and not os.path.exists(self._file(address)):
+                if isinstance(record, dict) and _is_address(address) \
+                        and not os.path.exists(self._file(address)):
                     self._store(address, record)
             legacy.unlink()
+
+
+def _flat(record: dict) -> bool:
+    """Every record we write maps names to strings, numbers, booleans or
+    null.  Anything nested is not ours (and deep nesting would break the
+    JSON writer of `status --json`)."""
+    return all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+               for k, v in record.items())
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def loads(data: bytes):
+    """JSON as the standard allows it: NaN, Infinity and numbers that
+    overflow to infinity are errors, so nothing read here can make
+    `status --json` print invalid JSON."""
+    return json.loads(data, parse_constant=_reject_constant, parse_float=_finite)
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e)
+
+
+def _is_address(name) -> bool:
+    from .pci import ADDRESS_RE
+    return isinstance(name, str) and ADDRESS_RE.fullmatch(name) is not None
+
+
+def _open_lock(path) -> int:
+    """A lock file's descriptor; a symlink or a directory in its place is a
+    clear error, never followed."""
+    try:
+        fd = safeio.create(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EWOULDBLOCK):
+            raise LayoutError(f"{path}: expected a lock file, found "
+                              f"{safeio.kind(os.lstat(path).st_mode)}") from None
+        raise FlavourdError(f"{path}: cannot open the lock: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise LayoutError(f"{path}: expected a lock file, found {safeio.kind(mode)}")
+    return fd
 
 
 class DeviceLock:
@@ -134,13 +240,14 @@ class DeviceLock:
     the shell never interleave on one device."""
 
     def __init__(self, root: Root, address: str, timeout: float = 30.0):
+        self.root = root
         self.path = root.run_dir() / "locks" / f"{address}.lock"
         self.timeout = timeout
         self._fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.root.ensure_dir(f"{RUN_DIR}/locks")
+        fd = _open_lock(self.path)
         deadline = time.monotonic() + self.timeout
         delay = 0.005
         while True:

@@ -66,8 +66,10 @@ class Sysfs:
         if not rel.startswith("sys/"):
             raise SysfsError(rel, "refusing to write outside sys/")
         path = self.root.fspath(rel)
+        self.check_inside(rel, path)
         try:
-            fd = os.open(path, os.O_WRONLY)
+            # No attribute is a symlink: one here was not put there by sysfs.
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             raise SysfsError(rel, f"cannot open for writing: {e.strerror}", e.errno) from None
         try:
@@ -77,18 +79,51 @@ class Sysfs:
         finally:
             os.close(fd)
 
+    def check_inside(self, rel: str, path: str) -> None:
+        """Refuse a write whose directory resolves outside the root (a
+        device directory linked out of a copied tree).  Free on "/"."""
+        from .root import RootEscape
+        try:
+            self.root.check_inside(path)
+        except RootEscape as e:
+            raise SysfsError(rel, str(e).split(": ", 1)[1]) from None
+
+
+# sysfs attributes are at most a page; anything that keeps giving more
+# (a device node planted in a copied tree) is not an attribute.
+_MAX_ATTR = 1 << 16
 
 
 def _read_all(path: str) -> bytes:
     """The whole file, with plain read(2)s: half the cost of open() and its
-    text wrapper, which a scan of thousands of devices pays 13 times each."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    text wrapper, which a scan of thousands of devices pays 13 times each.
+    O_NONBLOCK: a FIFO in a copied tree opens at once and reads as empty or
+    EAGAIN instead of blocking; only then (and for a read past a page) is
+    the file's type looked at, so real sysfs pays no extra fstat."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        data = os.read(fd, 8192)
-        while True:
-            more = os.read(fd, 8192)
-            if not more:
-                return data
-            data += more
+        try:
+            data = os.read(fd, 8192)
+        except BlockingIOError:
+            data = b""
+        if not data or len(data) == 8192:
+            _check_regular(fd, path)
+        if len(data) == 8192:
+            while True:
+                more = os.read(fd, 8192)
+                if not more:
+                    break
+                data += more
+                if len(data) > _MAX_ATTR:
+                    raise OSError(_errno.EFBIG, "larger than any sysfs attribute")
+        return data
     finally:
         os.close(fd)
+
+
+def _check_regular(fd: int, path: str) -> None:
+    import stat
+    from .safeio import NotRegularFile
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(path, mode)

@@ -57,6 +57,13 @@ def driver_for(sysfs, module: str):
     return sorted(names)[0] if names else None
 
 
+def is_kernel_name(name: str) -> bool:
+    """DDDD:BB:DD.F as the kernel names PCI functions (pci_setup_device:
+    "%04x:%02x:%02x.%d"; 5 domain digits behind Intel VMD)."""
+    from .pci import ADDRESS_RE
+    return ADDRESS_RE.fullmatch(name) is not None
+
+
 def run(argv, out=sys.stdout, err=sys.stderr) -> int:
     from .errors import FlavourdError
     from .root import Root
@@ -65,6 +72,12 @@ def run(argv, out=sys.stdout, err=sys.stderr) -> int:
         print("usage: vfio-flavourd-udev ADDRESS  (run by udev's IMPORT{program})", file=err)
         return 2
     address = argv[0]
+    if not is_kernel_name(address):
+        # udev passes %k, the kernel's own name; anything else (a path, a
+        # name with a newline) is not ours to act on or to name a file by.
+        print(f"vfio-flavourd-udev: {address!r} is not a PCI kernel name "
+              "(DDDD:BB:DD.F in lower-case hex); ignoring it", file=err)
+        return 2
     try:
         root = Root(os.environ.get("VFIO_FLAVOURD_ROOT") or "/")
         sysfs, dev, d = decide(root, address)
@@ -75,9 +88,10 @@ def run(argv, out=sys.stdout, err=sys.stderr) -> int:
             driver = driver_for(sysfs, d.module)
             if driver:
                 lines.append(f"VFIO_FLAVOURD_DRIVER={driver}")
-                marks = root.run_dir() / UDEV_MARKS
-                marks.mkdir(parents=True, exist_ok=True)
-                (marks / address).write_text(driver + "\n")
+                from .root import RUN_DIR
+                from .safeio import write_new
+                marks = root.ensure_dir(f"{RUN_DIR}/{UDEV_MARKS}")
+                write_new(os.path.join(marks, address), (driver + "\n").encode())
         out.write("\n".join(lines) + "\n")
         return 0
     except FlavourdError as e:

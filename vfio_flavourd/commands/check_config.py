@@ -27,7 +27,7 @@ def run(ctx, args) -> int:
     except PolicyError as e:
         for p in e.problems:
             print(f"vfio-flavourd: error: {p}", file=ctx.stderr)
-        n = len(e.problems)
+        n = e.total
         print(f"{n} problem{'s' if n != 1 else ''} found", file=ctx.stderr)
         return 1
     active = [f for f in files if not f.disabled]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import FlavourdError, PolicyError
+from ..safeio import write_new
 from .convert import Drivers, convert
 from .render import policy_text, source_text
 from .sources import MIGRATED_FILE, Found, read_all
@@ -122,10 +123,9 @@ def write(ctx, m: Migration) -> str:
         cmd = "vfio-flavourd" + ("" if ctx.root.is_host else f" --root {ctx.root.dir}")
         raise FlavourdError(f"{path} already exists; not overwriting it (move it away "
                             f"first, or compare: {cmd} migrate | diff -u {path} -)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ctx.root.ensure_dir(MIGRATED_FILE.rsplit("/", 1)[0])
     try:
-        with open(path, "x", encoding="utf-8") as f:
-            f.write(m.text)
+        write_new(path, m.text.encode("utf-8"), exclusive=True)
     except FileExistsError:
         raise FlavourdError(f"{path} already exists; not overwriting it") from None
     except OSError as e:

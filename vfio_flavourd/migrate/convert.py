@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..modprobe import normalise_module
+from ..safeio import read_text
 from .ids import IdSpec
 from .sources import VFIO_PCI, DriverctlOverride, Found, IdsSetting, Origin
 
@@ -53,7 +54,7 @@ class Drivers:
             names = set()
             for f in ("modules.dep", "modules.builtin"):
                 try:
-                    text = (self.modules_dir / f).read_text(encoding="ascii", errors="replace")
+                    text = read_text(self.modules_dir / f, "ascii", "replace")
                 except OSError:
                     continue
                 for line in text.splitlines():

@@ -21,7 +21,7 @@ from typing import Optional
 ANY = 0xFFFFFFFF                       # PCI_ANY_ID
 FIELDS = ("vendor", "device", "subvendor", "subdevice", "class", "class mask")
 FORMAT = "VENDOR:DEVICE[:SUBVENDOR[:SUBDEVICE[:CLASS[:CLASS_MASK]]]]"
-_HEX_RE = re.compile(r"^(0[xX])?[0-9a-fA-F]{1,8}$")
+_HEX_RE = re.compile(r"(0[xX])?[0-9a-fA-F]{1,8}\Z")
 
 # A policy `class:` is a prefix of the 24-bit class code, so only the masks
 # that select a prefix translate: base class, +subclass, +prog-if.

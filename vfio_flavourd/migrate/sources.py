@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 
 from ..modprobe import normalise_module
 from ..pci import ADDRESS_RE
+from ..safeio import read_text
 from .ids import parse_ids
 
 DRIVERCTL_DIR = "etc/driverctl.d"
@@ -26,7 +27,7 @@ CMDLINE = "proc/cmdline"
 # earlier directory hides the same name in the later ones (modprobe.d(5)).
 MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
                  "usr/lib/modprobe.d", "lib/modprobe.d")
-DRIVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+DRIVER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
 VFIO_PCI = "vfio_pci"
 # Where `migrate --write` puts the policy.
 MIGRATED_FILE = "etc/vfio-flavourd/policy.d/50-migrated.yaml"
@@ -114,7 +115,7 @@ def _read_text(root, rel: str, found: Found) -> Optional[str]:
     """A file's text, or None with a problem recorded.  A missing file is
     simply absent, not a problem."""
     try:
-        return root.path(rel).read_text(encoding="utf-8")
+        return read_text(root.path(rel))
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..safeio import read_text
 from .sources import MIGRATED_FILE, DriverctlOverride, IdsSetting, shown
 _CMDLINE_PARAM_RE = re.compile(r"(^|[\s\"'])vfio[-_]pci\.ids=")
 
@@ -21,7 +22,7 @@ def where_on_cmdline(root):
         if grub_d.is_dir() else []
     for rel in ["etc/default/grub", *extra, "etc/kernel/cmdline"]:
         try:
-            text = root.path(rel).read_text(encoding="utf-8", errors="replace")
+            text = read_text(root.path(rel), errors="replace")
         except OSError:
             continue
         for n, line in enumerate(text.splitlines(), 1):

@@ -75,7 +75,7 @@ def check(ctx, text: str, claims: list, migrated: set):
         policy, note = _policy_with(ctx, ours)
 
     checks, problems = [], []
-    for dev in pci.scan(ctx.sysfs):
+    for dev in pci.scan(ctx.sysfs, ctx.warn):
         claim = next((c for c in claims if c.matches(dev)), None)
         bare = dev._replace(driver_override=None)
         d = engine.decide(bare, policy, ctx.index)

@@ -39,6 +39,9 @@ class SimKernel(Lifecycle, Modules):
         self.catalog = dict(catalog or cat.CATALOG)
         self.state = state if state is not None else scan(self.root.dir, self.catalog)
         self.layout = Layout(str(self.root.dir))
+        # scan() refused any device whose directory resolves outside the
+        # root, and a builder's state names only directories it made.
+        self.layout.known_inside(d.sys_dir for d in self.state.devices.values())
         self.drivers: Dict[str, Driver] = {}
         for name in self.state.loaded:
             info = self.catalog[name]

@@ -17,7 +17,7 @@ from .model import (BUS_ATTRS, DRIVER_ATTRS, WRITABLE_DEVICE_ATTRS,
                     WRITE_ONLY_DEVICE_ATTRS, DiskChild, NetChild, SimDevice, rel_link)
 
 PCI_BUS = "sys/bus/pci"
-_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _mode(name: str) -> int:
@@ -29,7 +29,9 @@ def _mode(name: str) -> int:
 class Layout:
     def __init__(self, root: str):
         self.root = os.fspath(root).rstrip("/")
+        self._real_root = os.path.realpath(self.root or "/")
         self._dirs = set()
+        self._inside = set()  # directories (relative) known to resolve inside the root
         self.omit = set()    # attributes this kernel lacks (OverrideMissing)
 
     def __repr__(self) -> str:
@@ -37,7 +39,30 @@ class Layout:
 
     # -- primitives ------------------------------------------------------
     def path(self, rel: str) -> str:
+        """The real path of `rel`, whose directory must resolve inside the
+        root: a tree copied from elsewhere may hold links that lead out of
+        it, and the simulated kernel must never write through them.  The
+        last component is never followed (O_NOFOLLOW, unlink, symlink)."""
+        parent = rel.rpartition("/")[0]
+        if parent not in self._inside:
+            self._check_inside(rel, parent)
         return f"{self.root}/{rel}"
+
+    def known_inside(self, dirs) -> None:
+        """Directories already found to be real and inside the root (a
+        device's directory, which the scan resolved): spares a realpath at
+        the first write to each of thousands of devices."""
+        self._inside.update(dirs)
+
+    def _check_inside(self, rel: str, parent: str) -> None:
+        from ..root import RootEscape
+        name = rel.rpartition("/")[2]
+        real = os.path.realpath(f"{self.root}/{parent}")
+        if ".." in rel.split("/") or name in ("", ".") or not (
+                real == self._real_root or real.startswith(self._real_root.rstrip("/") + "/")):
+            raise RootEscape(f"{self.root}/{rel}", f"{real}/{name}", self._real_root)
+        if os.path.isdir(real):
+            self._inside.add(parent)
 
     def mkdir(self, rel: str) -> None:
         if rel in self._dirs:
@@ -61,6 +86,9 @@ class Layout:
             os.chmod(path, 0o644)
             fd = os.open(path, _FLAGS, mode)
             os.chmod(path, mode)
+        except OSError as e:      # a link (ELOOP) or a directory in the tree
+            from ..root import LayoutError
+            raise LayoutError(f"{path}: cannot write: {e.strerror or e}") from None
         try:
             if text:
                 os.write(fd, text.encode())
@@ -89,6 +117,7 @@ class Layout:
             shutil.rmtree(path, ignore_errors=True)
         prefix = rel + "/"
         self._dirs = {d for d in self._dirs if d != rel and not d.startswith(prefix)}
+        self._inside = {d for d in self._inside if d != rel and not d.startswith(prefix)}
 
     # -- the bus -----------------------------------------------------------
     def bus(self) -> None:

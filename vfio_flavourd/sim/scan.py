@@ -8,24 +8,40 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from ..errors import UsageError
+from ..safeio import read_text
 from . import catalog as cat
 from .model import DiskChild, NetChild, SimDevice
 from .state import HostState
 
 
 def _read(path: Path) -> Optional[str]:
+    """A file's text; None when it is missing, unreadable or not a regular
+    file (a FIFO in a copied tree must not hang the scan)."""
     try:
-        return path.read_text().strip()
+        return read_text(path, "utf-8", "surrogateescape").strip()
     except OSError:
         return None
 
 
+def _shown(text: str) -> str:
+    """What a file held, printable: bytes that are not text show as such."""
+    data = text[:40].encode("utf-8", "surrogateescape")
+    try:
+        return repr(data.decode("ascii"))
+    except UnicodeDecodeError:
+        return repr(data)
+
+
 def _int(path: Path, default: int = 0, base: int = 16) -> int:
     text = _read(path)
-    try:
-        return int(text, base) if text else default
-    except ValueError:
+    if not text:
         return default
+    try:
+        return int(text, base)
+    except ValueError:
+        raise UsageError(f"{path}: expected a {'hex' if base == 16 else 'decimal'} number, "
+                         f"found {_shown(text)}") from None
 
 
 def _link(path: Path) -> Optional[str]:
@@ -58,6 +74,11 @@ def scan(root: Path, catalog: dict) -> HostState:
     devs = root / "sys/bus/pci/devices"
     entries = sorted(os.listdir(devs)) if devs.is_dir() else []
     for addr in entries:
+        where = _sys_rel(root, devs / addr)
+        if where == ".." or where.startswith("../"):
+            raise UsageError(f"{devs / addr}: resolves to {os.path.realpath(devs / addr)}, "
+                             f"outside the root {root}; the simulated kernel writes only "
+                             "inside the tree it runs on")
         d = _device(root, devs / addr, addr)
         st.devices[addr] = d
         # trees copied without sys/class/pci_bus: a device's directory is its bus's
@@ -69,7 +90,7 @@ def scan(root: Path, catalog: dict) -> HostState:
                                    ifindex=_int(net / "ifindex", 0, 10)))
         for ctrl in sorted((base / "nvme").glob("nvme*")):
             for ns in sorted(ctrl.glob(f"{ctrl.name}n*")):
-                major, minor = (int(x) for x in (_read(ns / "dev") or "259:0").split(":"))
+                major, minor = _dev_numbers(ns / "dev")
                 holders = sorted(p.name for p in (ns / f"{ns.name}p3" / "holders").glob("*"))
                 d.disks.append(DiskChild(ctrl.name, ns.name, major, minor,
                                          mounted_at=mounts.get(f"{major}:{minor + 2}"),
@@ -127,6 +148,9 @@ def _device(root: Path, link: Path, addr: str) -> SimDevice:
     override = _read(base / "driver_override")
     d.override = None if override in (None, "(null)", "") else override
     group = _link(base / "iommu_group")
+    if group is not None and not group.isdigit():
+        raise UsageError(f"{base / 'iommu_group'}: links to {group!r}, not to a numbered "
+                         "group under sys/kernel/iommu_groups")
     d.iommu_group = int(group) if group is not None else None
     if (base / "sriov_totalvfs").exists():
         d.sriov_totalvfs = _int(base / "sriov_totalvfs", 0, 10)
@@ -136,3 +160,12 @@ def _device(root: Path, link: Path, addr: str) -> SimDevice:
         d.sriov_vf_device = _int(base / "sriov_vf_device")
         d.sriov_autoprobe = _read(base / "sriov_drivers_autoprobe") != "0"
     return d
+
+
+def _dev_numbers(path: Path) -> tuple:
+    """MAJOR:MINOR of a block device's dev attribute."""
+    text = _read(path) or "259:0"
+    major, _, minor = text.partition(":")
+    if not (major.isdigit() and minor.isdigit()):
+        raise UsageError(f"{path}: expected MAJOR:MINOR, found {_shown(text)}")
+    return int(major), int(minor)

@@ -171,6 +171,10 @@ class SimSysfs(Sysfs):
 
     def _write(self, rel: str, value: str, n: int) -> Tuple[int, bool]:
         target = self._resolve(rel)
+        if target is None or (target[0] == "device" and target[1] not in self.kernel.devices):
+            # Not an object of the model: perhaps a device directory linked
+            # out of the tree, which the scan left out.  Say so.
+            self.check_inside(rel, self.root.fspath(rel))
         if target is None:
             return (errno.EACCES if self.exists(rel) else errno.ENOENT), True
         err = self._open_error(rel, target)

@@ -1,0 +1,85 @@
+"""Opening files so that no input can hang the tool or steer a write.
+
+Reads: every file the tool reads is opened O_NONBLOCK, so a FIFO or a
+device node put where a config file should be cannot block open(2), and is
+checked to be a regular file before anything is read from it.
+
+Writes: every file the tool creates is opened O_NOFOLLOW (a symlink planted
+where a state file or lock should be is refused, not followed), and the
+directory it is created in must resolve inside the root (Root.ensure_dir).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+CREATE_FLAGS = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def kind(mode: int) -> str:
+    """What a file is, in words, for error messages."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+class NotRegularFile(OSError):
+    """An input that is a FIFO, a device, a socket or a directory."""
+
+    def __init__(self, path, mode: int):
+        super().__init__(errno.EINVAL, f"{kind(mode)}, not a regular file", str(path))
+
+
+def open_regular(path, extra_flags: int = 0) -> int:
+    """A read-only descriptor of `path`, which must be a regular file."""
+    fd = os.open(path, READ_FLAGS | extra_flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bytes(path, extra_flags: int = 0) -> bytes:
+    fd = open_regular(path, extra_flags)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def read_text(path, encoding: str = "utf-8", errors: str = "strict",
+              extra_flags: int = 0) -> str:
+    """Raises OSError (NotRegularFile included) or UnicodeDecodeError."""
+    return read_bytes(path, extra_flags).decode(encoding, errors)
+
+
+def create(path, flags: int = os.O_WRONLY | os.O_TRUNC, mode: int = 0o644) -> int:
+    """A descriptor of a file this tool creates or rewrites.  A symlink in
+    its place fails with ELOOP; a directory with EISDIR."""
+    return os.open(path, flags | CREATE_FLAGS, mode)
+
+
+def write_new(path, data: bytes, mode: int = 0o644, exclusive: bool = False) -> None:
+    flags = os.O_WRONLY | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = create(path, flags, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
