@@ -1,0 +1,207 @@
+"""Kernel writes that may never return, run with a deadline.
+
+An unbind runs the driver's remove(), which can wait for minutes or for
+ever: 9pnet_virtio's p9_virtio_remove loops while a share is mounted, an
+NVIDIA GPU took 3 minutes, NVMe behind VMD about 15 s.  The writing task
+sleeps uninterruptibly and cannot be killed, so the write is done by a
+helper, never by the thread that decides, and past the deadline the helper
+is abandoned.
+
+On the real /sys the helper is a forked child: a thread stuck in the kernel
+would keep the whole process from exiting (the group leader is not reaped
+until every thread has left), so a CLI could never return.  The child
+inherits the device's lock descriptor, which keeps the device locked until
+the kernel lets it go.  In the simulated kernel, whose "kernel" is Python in
+this process, the helper is a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+import queue
+import select
+import threading
+from typing import Callable, Optional
+
+from .errors import FlavourdError, SysfsError
+
+DEFAULT_TIMEOUT = 60.0
+# After this long the write is "slow": the daemon's other workers carry on.
+PATIENCE = 1.0
+
+
+class Stuck(FlavourdError):
+    """A write did not return within its deadline; it may still finish."""
+
+    def __init__(self, rel: str, value: str, seconds: float, helper):
+        self.rel, self.value, self.seconds, self.helper = rel, value, seconds, helper
+        super().__init__(f"write of {value.strip()!r} to {rel} did not return within "
+                         f"{seconds:g} s; the kernel is still working on it")
+
+
+class _Pending:
+    """One write in a helper thread."""
+
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._after: list = []
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as e:      # handed to the waiting thread
+            self.error = e
+        finally:
+            with self._lock:
+                self.done.set()
+                after, self._after = self._after, []
+            for cb in after:
+                cb()
+
+    def when_done(self, cb: Callable[[], None]) -> None:
+        """Run `cb` once the write returns (now, if it has)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._after.append(cb)
+                return
+        cb()
+
+
+class _Child:
+    """One write in a forked child; `done` once it has reported."""
+
+    def __init__(self, pid: int, fd: int):
+        self.pid, self.fd = pid, fd
+        self.done = threading.Event()
+
+    def when_done(self, cb: Callable[[], None]) -> None:
+        # The child holds its own copy of every descriptor (the lock's
+        # included): the parent's copies can go at once.
+        cb()
+
+
+def _wait(ready: Callable[[float], bool], seconds: float, on_slow) -> bool:
+    """Wait for `ready` up to `seconds`, calling on_slow() once after PATIENCE."""
+    if on_slow is not None and seconds > PATIENCE:
+        if ready(PATIENCE):
+            return True
+        on_slow()
+        return ready(seconds - PATIENCE)
+    return ready(seconds)
+
+
+class _Helper:
+    """A daemon thread that runs writes handed to it, one at a time; kept
+    for the next write, since a thread per write cost a coldplug of 4,000
+    devices about a tenth of its own time."""
+
+    def __init__(self):
+        self.jobs: "queue.SimpleQueue[_Pending]" = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="sysfs-writer", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.jobs.get().run()
+
+
+_idle: list = []
+_idle_lock = threading.Lock()
+
+
+def _release(helper: _Helper) -> None:
+    with _idle_lock:
+        _idle.append(helper)
+
+
+def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
+              on_slow=None) -> None:
+    p = _Pending(fn)
+    with _idle_lock:
+        helper = _idle.pop() if _idle else _Helper()
+    helper.jobs.put(p)
+    if not _wait(p.done.wait, seconds, on_slow):
+        # Abandoned: it rejoins the idle helpers if the kernel ever returns.
+        p.when_done(lambda: _release(helper))
+        raise Stuck(rel, value, seconds, p)
+    _release(helper)
+    if p.error is not None:
+        raise p.error
+
+
+_abandoned: list = []
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def holding(fd: int):
+    """Writes from this thread are for the device whose lock is `fd`: a
+    child keeps that descriptor (and so the lock) and closes every other, so
+    a child stuck in the kernel never holds another device's lock taken by
+    another thread of the daemon."""
+    prev = getattr(_held, "fd", None)
+    _held.fd = fd
+    try:
+        yield
+    finally:
+        _held.fd = prev
+
+
+def _close_all_but(keep) -> None:
+    low = 3
+    for fd in sorted(k for k in keep if k is not None and k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _reap() -> None:
+    for c in list(_abandoned):
+        try:
+            pid, _ = os.waitpid(c.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = c.pid
+        if pid:
+            _abandoned.remove(c)
+            os.close(c.fd)
+
+
+def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> None:
+    """open(2) and write(2) of `value` to `path` in a forked child, which
+    reports the errno (0: success; with the step that failed) on a pipe."""
+    _reap()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: no Python-level clean-up, only the write
+        step, err = b"o", 0
+        try:
+            _close_all_but((w, getattr(_held, "fd", None)))
+            fd = os.open(path, os.O_WRONLY)
+            step = b"w"
+            os.write(fd, value.encode("ascii"))
+        except OSError as e:
+            err = e.errno or _errno.EIO
+        os.write(w, step + str(err).encode())
+        os._exit(0)
+    os.close(w)
+
+    def ready(t: float) -> bool:
+        return bool(select.select([r], [], [], max(t, 0))[0])
+    if not _wait(ready, seconds, on_slow):
+        child = _Child(pid, r)
+        _abandoned.append(child)
+        raise Stuck(rel, value, seconds, child)
+    report = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    step, err = report[:1], int(report[1:] or b"0")
+    if err == 0 and report:
+        return
+    err = err or _errno.EIO
+    if step == b"o":
+        raise SysfsError(rel, f"cannot open for writing: {os.strerror(err)}", err)
+    raise SysfsError(rel, f"write of {value!r} failed: {os.strerror(err)}", err)
