@@ -5,6 +5,7 @@ other device meanwhile and completes or rolls back once the kernel is done."""
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import json
 import os
@@ -148,12 +149,27 @@ def test_write_in_a_child_real_file_error_and_a_write_that_blocks(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)             # open(O_WRONLY) blocks until a reader comes
     slow = []
-    with pytest.raises(deadline.Stuck) as e:
+    lock = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with pytest.raises(deadline.Stuck) as e, deadline.holding(lock):
         deadline.in_child(str(fifo), "sys/fifo", "x", 1.2, on_slow=lambda: slow.append(1))
     assert slow == [1] and "did not return within 1.2 s" in str(e.value)
-    child = e.value.helper
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # let the abandoned child finish
+    os.close(lock)              # ours goes; the writer's copy keeps the lock
+
+    def locked():
+        fd = os.open(tmp_path / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+    assert locked()
+    writer = e.value.helper
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # let the abandoned write finish
     try:
-        assert wait_for(lambda: (deadline._reap(), child not in deadline._abandoned)[1], 10)
+        assert wait_for(lambda: (deadline._reap(), writer not in deadline._abandoned)[1], 10)
+        assert not locked()
     finally:
         os.close(fd)

@@ -239,3 +239,26 @@ def test_explain_says_what_the_guards_would_refuse_and_how(tmp_path, capsys):
                  "--json"]) == 0
     g = __import__("json").loads(capsys.readouterr().out)["guards"]
     assert g["method"].startswith("copied-root tables") and len(g["refusals"]) == 2
+
+
+def test_9p_share_hidden_from_mountinfo_is_found_by_a_test_mount(tree):
+    from vfio_flavourd import guards_virtio
+    from vfio_flavourd.mounts import Tables
+    tree.virtio(0, mount_tag="hostroot")
+    tree.virtio(1, mount_tag="spare")
+    tree.mountinfo("20 1 0:30 / / rw - overlay overlay rw,lowerdir=/mnt/hostroot")
+    sysfs = Sysfs(Root(tree.root))
+    below = list(guards._descendants(sysfs, ADDR))
+    busy = {"hostroot": True, "spare": False}
+    reasons = guards_virtio.check_9p(ADDR, guards_virtio.transports(below), Tables(sysfs),
+                                     probe=busy.__getitem__)
+    assert reasons == ["virtio transport 0000:00:04.0 carries 9p share 'hostroot', mounted "
+                       "where this mount namespace cannot see it (test mount: busy)"]
+
+    def undecided(tag):
+        raise guards_storage.Undecided("a test mount of it failed: Operation not permitted")
+    reasons = guards_virtio.check_9p(ADDR, guards_virtio.transports(below), Tables(sysfs),
+                                     probe=undecided)
+    assert len(reasons) == 2 and reasons[1] == ("virtio transport 0000:00:04.0: cannot tell whether 9p share "
+                          "'spare' is mounted (a test mount of it failed: Operation not "
+                          "permitted)")

@@ -7,11 +7,11 @@ sleeps uninterruptibly and cannot be killed, so the write is done by a
 helper, never by the thread that decides, and past the deadline the helper
 is abandoned.
 
-On the real /sys the helper is a forked child: a thread stuck in the kernel
-would keep the whole process from exiting (the group leader is not reaped
-until every thread has left), so a CLI could never return.  The child
-inherits the device's lock descriptor, which keeps the device locked until
-the kernel lets it go.  In the simulated kernel, whose "kernel" is Python in
+On the real /sys the helper is a forked writer process: a thread stuck in
+the kernel would keep the whole process from exiting (the group leader is
+not reaped until every thread has left), so a CLI could never return.  The
+writer is handed the device's lock descriptor with each write, which keeps
+the device locked until the kernel lets it go.  In the simulated kernel, whose "kernel" is Python in
 this process, the helper is a thread.
 """
 
@@ -22,6 +22,7 @@ import errno as _errno
 import os
 import queue
 import select
+import socket
 import threading
 from typing import Callable, Optional
 
@@ -69,19 +70,6 @@ class _Pending:
             if not self.done.is_set():
                 self._after.append(cb)
                 return
-        cb()
-
-
-class _Child:
-    """One write in a forked child; `done` once it has reported."""
-
-    def __init__(self, pid: int, fd: int):
-        self.pid, self.fd = pid, fd
-        self.done = threading.Event()
-
-    def when_done(self, cb: Callable[[], None]) -> None:
-        # The child holds its own copy of every descriptor (the lock's
-        # included): the parent's copies can go at once.
         cb()
 
 
@@ -134,15 +122,16 @@ def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
 
 
 _abandoned: list = []
+_servers: list = []
 _held = threading.local()
 
 
 @contextlib.contextmanager
 def holding(fd: int):
-    """Writes from this thread are for the device whose lock is `fd`: a
-    child keeps that descriptor (and so the lock) and closes every other, so
-    a child stuck in the kernel never holds another device's lock taken by
-    another thread of the daemon."""
+    """Writes from this thread are for the device whose lock is `fd`: the
+    writer process is handed a copy of it with each write (SCM_RIGHTS) and
+    closes it only when the write returns, so a write abandoned in the
+    kernel keeps the device locked, even after this process has exited."""
     prev = getattr(_held, "fd", None)
     _held.fd = fd
     try:
@@ -151,57 +140,102 @@ def holding(fd: int):
         _held.fd = prev
 
 
-def _close_all_but(keep) -> None:
-    low = 3
-    for fd in sorted(k for k in keep if k is not None and k >= 3):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 16)
+def _close_all_but(keep: int) -> None:
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+
+def _serve(sock) -> None:
+    """The writer process: open(2) and write(2) for each request, the
+    errno back (0: success), with the step that failed."""
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 8192, 4)
+        if not msg:
+            return
+        path, value = msg.split(b"\0", 1)
+        step, err = b"o", 0
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            step = b"w"
+            try:
+                os.write(fd, value)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            err = e.errno or _errno.EIO
+        for f in fds:
+            os.close(f)
+        try:
+            sock.send(step + str(err).encode())
+        except OSError:         # abandoned: nobody waits for the answer
+            return
+
+
+class _Writer:
+    """A forked writer process and our end of its socket.  Forked once and
+    reused (a fork per write cost 3 to 7 ms here); replaced when abandoned."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:        # no Python-level clean-up in the child
+            try:
+                _close_all_but(theirs.fileno())
+                _serve(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.pid, self.sock = pid, ours
+
+    def when_done(self, cb: Callable[[], None]) -> None:
+        # The writer holds its own copy of the lock: ours can go now.
+        cb()
+
+    def reaped(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
 
 
 def _reap() -> None:
-    for c in list(_abandoned):
-        try:
-            pid, _ = os.waitpid(c.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid = c.pid
-        if pid:
-            _abandoned.remove(c)
-            os.close(c.fd)
+    for w in list(_abandoned):
+        if w.reaped():
+            _abandoned.remove(w)
 
 
 def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> None:
-    """open(2) and write(2) of `value` to `path` in a forked child, which
-    reports the errno (0: success; with the step that failed) on a pipe."""
+    """open(2) and write(2) of `value` to `path` in a writer process."""
     _reap()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:        # the child: no Python-level clean-up, only the write
-        step, err = b"o", 0
-        try:
-            _close_all_but((w, getattr(_held, "fd", None)))
-            fd = os.open(path, os.O_WRONLY)
-            step = b"w"
-            os.write(fd, value.encode("ascii"))
-        except OSError as e:
-            err = e.errno or _errno.EIO
-        os.write(w, step + str(err).encode())
-        os._exit(0)
-    os.close(w)
+    with _idle_lock:
+        writer = _servers.pop() if _servers else None
+    if writer is None:
+        writer = _Writer()
+    held = getattr(_held, "fd", None)
+    try:
+        socket.send_fds(writer.sock, [path.encode() + b"\0" + value.encode("ascii")],
+                        [held] if held is not None else [])
+    except OSError as e:
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
 
     def ready(t: float) -> bool:
-        return bool(select.select([r], [], [], max(t, 0))[0])
+        return bool(select.select([writer.sock], [], [], max(t, 0))[0])
     if not _wait(ready, seconds, on_slow):
-        child = _Child(pid, r)
-        _abandoned.append(child)
-        raise Stuck(rel, value, seconds, child)
-    report = os.read(r, 64)
-    os.close(r)
-    os.waitpid(pid, 0)
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise Stuck(rel, value, seconds, writer)
+    report = writer.sock.recv(64)
+    if not report:
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise SysfsError(rel, "the writer process died")
+    with _idle_lock:
+        _servers.append(writer)
     step, err = report[:1], int(report[1:] or b"0")
-    if err == 0 and report:
+    if err == 0:
         return
-    err = err or _errno.EIO
     if step == b"o":
         raise SysfsError(rel, f"cannot open for writing: {os.strerror(err)}", err)
     raise SysfsError(rel, f"write of {value!r} failed: {os.strerror(err)}", err)

@@ -6,6 +6,7 @@ p9_virtio_remove (net/9p/trans_virtio.c: "waiting for device in use")."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -16,7 +17,7 @@ _VIRTIO = re.compile(r"^virtio\d+$")
 
 def transports(below) -> list:
     """(name, path) of the virtioN devices among a PCI device's descendants."""
-    return [(name, path) for name, path in below if _VIRTIO.match(name)]
+    return sorted((name, path) for name, path in below if _VIRTIO.match(name))
 
 
 def _read(path: str):
@@ -32,7 +33,42 @@ def _share(address: str, kind: str, tag: str, mounts) -> list:
             for m in mounts]
 
 
-def check_9p(address: str, virtio: list, tables) -> list:
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+
+
+def test_mount_9p(tag: str) -> bool:
+    """True when the 9p channel `tag` is in use.  9pnet_virtio lets a
+    channel be mounted once at a time (p9_virtio_create: EBUSY when
+    `inuse`), which makes a read-only mount in a private directory, undone
+    at once, the kernel's own answer, and the only one for a share mounted
+    where mountinfo cannot show it (under an overlay's lower layers after
+    switch_root, or in another mount namespace).  Raises Undecided."""
+    import ctypes
+    import tempfile
+    from .guards_storage import Undecided
+    libc = ctypes.CDLL(None, use_errno=True)
+    where = tempfile.mkdtemp(prefix="vfio-flavourd-9p-")
+    try:
+        rc = libc.mount(tag.encode(), where.encode(), b"9p",
+                        ctypes.c_ulong(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                        b"trans=virtio")
+        if rc == 0:
+            libc.umount2(where.encode(), 2)     # MNT_DETACH
+            return False
+        err = ctypes.get_errno()
+        if err == errno.EBUSY:
+            return True
+        raise Undecided(f"a test mount of it failed: {os.strerror(err)}")
+    finally:
+        try:
+            os.rmdir(where)
+        except OSError:
+            pass
+
+
+def check_9p(address: str, virtio: list, tables, probe=None) -> list:
+    """`probe`: test_mount_9p on the real root, None on a copied one."""
+    from .guards_storage import Undecided
     reasons = []
     for name, path in virtio:
         try:
@@ -43,8 +79,20 @@ def check_9p(address: str, virtio: list, tables) -> list:
             continue
         if tag is None:
             continue
-        reasons += _share(address, "9p", tag, [
-            m for m in tables.mounts if m.fstype == "9p" and m.source == tag and m.over_virtio])
+        mounts = [m for m in tables.mounts
+                  if m.fstype == "9p" and m.source == tag and m.over_virtio]
+        reasons += _share(address, "9p", tag, mounts)
+        if mounts or probe is None:
+            continue
+        try:
+            busy = probe(tag)
+        except Undecided as e:
+            reasons.append(f"virtio transport {address}: cannot tell whether 9p share "
+                           f"'{tag}' is mounted ({e})")
+            continue
+        if busy:
+            reasons.append(f"virtio transport {address} carries 9p share '{tag}', mounted "
+                           "where this mount namespace cannot see it (test mount: busy)")
     return reasons
 
 
@@ -88,12 +136,14 @@ def check_console(sysfs, address: str, below, virtio: list) -> list:
     return []
 
 
-def refusals(sysfs, address: str, top: str, below, tables) -> list:
+def refusals(sysfs, address: str, top: str, below, tables, probe_9p=None) -> list:
     virtio = transports(below)
     if not virtio:
         return check_console(sysfs, address, below, []) if below else []
+    if probe_9p is None and sysfs.root.is_host:
+        probe_9p = test_mount_9p
     try:
-        return (check_9p(address, virtio, tables) + check_virtiofs(sysfs, address, top, tables)
+        return (check_9p(address, virtio, tables, probe_9p) + check_virtiofs(sysfs, address, top, tables)
                 + check_console(sysfs, address, below, virtio))
     except SysfsError as e:
         return [f"virtio transport {address}: cannot tell what it carries ({e})"]
