@@ -173,3 +173,23 @@ def test_write_in_a_child_real_file_error_and_a_write_that_blocks(tmp_path):
         assert not locked()
     finally:
         os.close(fd)
+
+
+def test_a_stuck_writer_holds_no_output_pipe_of_the_command(tmp_path):
+    """`vfio-flavourd apply | cat` must end when apply does, even while its
+    writer sits in the kernel: the writer keeps none of the command's
+    descriptors but the lock."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = (f"from vfio_flavourd import deadline\n"
+            f"try:\n    deadline.in_child({str(fifo)!r}, 'sys/fifo', 'x', 0.2)\n"
+            f"except deadline.Stuck as e:\n    print('stuck', flush=True)\n")
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=30)
+    assert res.stdout == "stuck\n" and time.monotonic() - t0 < 20
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)      # let the writer go
+    time.sleep(0.2)
+    os.close(fd)

@@ -321,6 +321,9 @@ class Daemon:
         self.notifier.stopping()
         self.source.close()
         worker.join()       # finishes the device in hand, then returns
+        with self._cond:    # and so do spare workers (each write has its deadline)
+            while self._in_hand:
+                self._cond.wait(0.5)
         self.log.info("stopped: %s", self.status_text())
         return 0
 

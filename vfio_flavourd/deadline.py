@@ -141,6 +141,13 @@ def holding(fd: int):
 
 
 def _close_all_but(keep: int) -> None:
+    """Every descriptor but `keep`; 0, 1 and 2 become /dev/null, or a writer
+    left in the kernel would hold the command's output pipes open, and
+    whoever reads them (a shell's `| less`, subprocess.run) would wait on."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 16)
 

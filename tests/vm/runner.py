@@ -75,6 +75,7 @@ DEVICES = [
 EXTRA_SHARE = "vmshare"
 FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
 GUEST_SHARE = "/run/vmtest"
+POWEROFF_GRACE = 60
 # What the guest's `dpkg -i` would change if it ever reached the host: the
 # runner compares these before and after a run (see host_fingerprint).
 HOST_WATCH_PACKAGES = ["vfio-flavourd", "driverctl"]
@@ -337,13 +338,27 @@ class Guest:
             broker.start()
             booted = os.path.join(self.share, "booted")
             deadline = t0 + timeout
+            exitcode = os.path.join(self.share, "exitcode")
             while proc.poll() is None and time.monotonic() < deadline:
                 if self.boot_seconds is None and os.path.exists(booted):
                     self.boot_seconds = time.monotonic() - t0
                     with open(booted) as f:
                         self.guest_uptime_at_stage2 = float(f.read().strip() or 0)
+                # Power-off takes each device's lock (device_shutdown): a
+                # driver remove() still looping in the guest's kernel (the
+                # guards scenario's hung unbind, if a test failed to end it)
+                # would block it for ever. The exit code is in by then.
+                if os.path.exists(exitcode) and deadline > time.monotonic() + POWEROFF_GRACE:
+                    deadline = time.monotonic() + POWEROFF_GRACE
+                    self.log(f"guest stored its exit code; QEMU gets {POWEROFF_GRACE} s "
+                             "to power off")
                 tail.pump()
                 time.sleep(0.05)
+            if proc.poll() is None and os.path.exists(exitcode):
+                self.log(f"guest did not power off within {POWEROFF_GRACE} s of storing its "
+                         "exit code; killing QEMU")
+                proc.kill()
+                proc.wait()
             if proc.poll() is None:
                 self.log(f"guest timed out after {timeout}s; killing QEMU")
                 self.timed_out = True

@@ -7,8 +7,8 @@ left empty) and, besides the 9p shares its root is made of, a 9p share
 
 Runs last (vm_plugin.MODULE_ORDER): scenario b makes the kernel loop in
 p9_virtio_remove until the share is unmounted, which these tests do at the
-end whatever happens (fixture `rig`); guest-init.sh still ends the run if
-power-off ever blocks on such a device.
+end whatever happens (fixture `rig`); should power-off still block on such a
+device, the runner kills QEMU once the exit code is stored.
 """
 
 import json
@@ -38,6 +38,12 @@ def share_transport(tag):
         if found == tag:
             return os.path.basename(os.path.dirname(os.path.realpath(path)))
     return None
+
+
+def virtio_children(addr):
+    """The virtioN devices below a PCI device: there until virtio-pci's
+    remove() has returned."""
+    return [n for n in os.listdir(g.dev_path(addr)) if n.startswith("virtio")]
 
 
 def namespace(addr):
@@ -197,7 +203,11 @@ def test_guards_b_a_forced_unbind_hangs_and_the_daemon_goes_on(rig, clean_slate)
     text = cli("--policy", policy, "status").stdout
     assert f"{rig.share_addr} is stuck: write of '{rig.share_addr}' to " in text
     assert f"{rig.share_addr}: stuck:" in d.text() and d.alive()
-    assert g.driver(rig.share_addr) == "virtio-pci"      # the kernel has not let go
+    # The kernel has not let go: the driver link is already gone (6.12 removes
+    # it before the driver's remove() returns), but the 9p transport is still
+    # registered, its remove() looping.
+    assert g.driver(rig.share_addr) is None
+    assert virtio_children(rig.share_addr)
     # The kernel finishes once the share is unmounted: the daemon hears the
     # unbind and completes the move.
     t0 = time.monotonic()
@@ -225,7 +235,8 @@ def test_guards_b_a_forced_unbind_hangs_and_the_daemon_goes_on(rig, clean_slate)
     assert "did not return within 3 s" in res.stderr
     assert status_row(policy, rig.share_addr)["stuck"]
     rig.unmount_share()
-    g.wait_for(lambda: g.driver(rig.share_addr) is None, timeout=60,
+    g.wait_for(lambda: not virtio_children(rig.share_addr), timeout=60,
                what="the abandoned unbind finishing")
+    assert g.driver(rig.share_addr) is None
     cli("--policy", policy, "release", rig.share_addr)
     assert g.driver(rig.share_addr) == "virtio-pci"
