@@ -84,10 +84,8 @@ def test_apply_returns_after_the_deadline_nonzero_and_status_shows_stuck(tmp_pat
     assert driver_of(kernel, VIRTIO) is None
 
 
-def test_a_cli_flag_sets_the_deadline_when_the_rule_does_not(tmp_path, capsys):
-    kernel = build_host(tmp_path).kernel()
-    write_policy(tmp_path, POLICY.replace("    unbind_timeout: %s\n", ""))
-    ctx = make_ctx(kernel)
+def test_the_cli_flag_overrides_the_rules_deadline(tmp_path, capsys):
+    kernel, ctx = sim(tmp_path, timeout="30")
     kernel.inject(Hang(UNBIND, VIRTIO))
     t0 = time.monotonic()
     rc = apply_cmd.run(ctx, argparse.Namespace(addresses=[VIRTIO], dry_run=False, force=False,

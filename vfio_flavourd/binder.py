@@ -64,12 +64,13 @@ class _StepFailed(Exception):
 
 class Binder:
     def __init__(self, sysfs, loader, index, state, *, settle_timeout: float = 1.0,
-                 unbind_timeout: float = DEFAULT_TIMEOUT, on_slow=None):
+                 unbind_timeout=None, on_slow=None):
         self.sysfs = sysfs
         self.loader = loader
         self.index = index
         self.state = state
         self.settle_timeout = settle_timeout
+        # --unbind-timeout: overrides every rule's unbind_timeout when set.
         self.unbind_timeout = unbind_timeout
         # Called with the address once a timed write has taken deadline.PATIENCE.
         self.on_slow = on_slow
@@ -160,8 +161,8 @@ class Binder:
              dry_run=False) -> Outcome:
         out = Outcome(dev.address, "bind", "failed", module=module, driver=dev.driver,
                       previous_driver=dev.driver, rule=rule.name if rule else None,
-                      deadline=(rule.unbind_timeout if rule and rule.unbind_timeout
-                                else self.unbind_timeout))
+                      deadline=self.unbind_timeout or (rule and rule.unbind_timeout)
+                      or DEFAULT_TIMEOUT)
         if dev.is_bridge:
             out.result, out.message = "refused", "bridges are never bound to vfio"
             return out
@@ -341,7 +342,8 @@ class Binder:
 
     def release(self, dev: pci.PciDevice, *, force=False, dry_run=False) -> Outcome:
         a = dev.address
-        out = Outcome(a, "release", "failed", driver=dev.driver, previous_driver=dev.driver)
+        out = Outcome(a, "release", "failed", driver=dev.driver, previous_driver=dev.driver,
+                      deadline=self.unbind_timeout or DEFAULT_TIMEOUT)
         rec = self.state.get(a) or {}
         out.rule = rec.get("rule")
         owner = self.override_owner(dev)

@@ -77,10 +77,9 @@ class Context:
 
     def binder(self, settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
         from .binder import Binder
-        from .deadline import DEFAULT_TIMEOUT
         return Binder(self.sysfs, self.loader, self.index, self.state,
-                      settle_timeout=settle_timeout,
-                      unbind_timeout=unbind_timeout or DEFAULT_TIMEOUT, on_slow=on_slow)
+                      settle_timeout=settle_timeout, unbind_timeout=unbind_timeout,
+                      on_slow=on_slow)
 
     def owner_of(self, dev):
         from .owners import override_owner

@@ -16,7 +16,8 @@ ACTED = ("bound", "released", "refused", "failed", "gone", "dry-run", "stuck")
 def add_timeout_argument(p) -> None:
     p.add_argument("--unbind-timeout", metavar="SECONDS", type=_seconds, default=None,
                    help="how long an unbind or probe may take before the device is "
-                        "reported stuck (default: the rule's unbind_timeout, else 60)")
+                        "reported stuck; overrides the rules' unbind_timeout (default: "
+                        "the rule's, else 60)")
 
 
 def _seconds(text: str) -> float:
