@@ -148,8 +148,9 @@ def test_locked_driver_override(tmp_path):
 @pytest.mark.parametrize("address,reason", [
     (MGMT, "refusing to unbind: network interface eno1 is up and has routes (--force or "
            "'force: true' overrides)"),
-    (BOOT_DISK, "refusing to unbind: /dev/nvme0n1p1 is mounted on /boot/efi; /dev/nvme0n1p2 is "
-                "mounted on / (--force or 'force: true' overrides)"),
+    (BOOT_DISK, "refusing to unbind: /dev/nvme0n1p1 carries vfat mounted on /boot/efi (copied "
+                "root: kernel tables); /dev/nvme0n1p2 carries ext4 mounted on / (copied root: "
+                "kernel tables) (--force or 'force: true' overrides)"),
     (VGA, "refusing to unbind: it is the boot VGA device and framebuffer fb0 is on it (--force "
           "or 'force: true' overrides)"),
 ])

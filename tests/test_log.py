@@ -33,5 +33,5 @@ def test_journal_filter_turns_fields_into_record_attributes():
 
 def test_message_ids_are_distinct_uuids():
     ids = [v for k, v in vars(log).items() if k.startswith("MSG_")]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 9
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

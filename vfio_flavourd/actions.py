@@ -4,10 +4,10 @@ and the udev path."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import contextlib
 from typing import Iterable, Optional
 
-from . import engine, pci
+from . import deadline, engine, pci
 from .binder import Binder, Outcome, fresh
 from .errors import DeviceGone, FlavourdError, UnknownDevice
 from .state import DeviceLock
@@ -44,23 +44,36 @@ def expand_groups(ctx, decisions: list) -> list:
     return out
 
 
+@contextlib.contextmanager
+def device_locked(root, address: str, timeout: float = 30.0, *, dry_run=False):
+    """The device's lock, held also by any write child forked meanwhile
+    (deadline.holding); `lock.hand_over(outcome.stuck)` keeps it locked
+    after a write is abandoned.  A dry run changes nothing, so it takes no
+    lock (None): it must work on a read-only /run."""
+    if dry_run:
+        yield None
+        return
+    with DeviceLock(root, address, timeout=timeout) as lock, deadline.holding(lock.fd):
+        yield lock
+
+
 def carry_out(ctx, binder: Binder, decision, *, force=False, dry_run=False,
               lock_timeout: float = 30.0) -> Outcome:
     """One decision, under the device's lock, on a fresh read of the device
     (the decision may be older than the device's current state)."""
     address = decision.device.address
     rule = decision.rule
-    # A dry run changes nothing, so it takes no lock: it must work on a
-    # read-only /run.
-    lock = nullcontext() if dry_run else DeviceLock(ctx.root, address, timeout=lock_timeout)
     try:
-        with lock:
+        with device_locked(ctx.root, address, lock_timeout, dry_run=dry_run) as lock:
             dev = fresh(ctx.sysfs, address)
             if dev is None:
                 binder.state.update(address, None)
                 return Outcome(address, decision.action, "gone", module=decision.module,
                                message="device is gone (removed or hot-unplugged)")
             out = _dispatch(ctx, binder, decision, dev, force=force, dry_run=dry_run)
+            if out.stuck is not None:
+                lock.hand_over(out.stuck)
+                return out
             if rule is not None and rule.sriov_drivers_autoprobe is not None and not dry_run:
                 binder.set_sriov_autoprobe(dev, rule.sriov_drivers_autoprobe, out)
             return out
@@ -108,3 +121,50 @@ def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:
             for dev in devices]
 
 
+
+
+def lock_is_free(root, address: str) -> bool:
+    """Whether nobody (an abandoned write included) holds the device's lock."""
+    try:
+        with DeviceLock(root, address, timeout=0):
+            return True
+    except FlavourdError:
+        return False
+
+
+def resume_stuck(ctx, binder: Binder, address: str, rec: dict) -> Optional[Outcome]:
+    """A device recorded `stuck` whose write the kernel has finished: finish
+    a release, or record a bind the kernel completed late, after checking
+    the driver link.  None: carry on with the policy's decision, which
+    completes the move (the override is ours) or rolls it back."""
+    with device_locked(ctx.root, address) as lock:
+        dev = fresh(ctx.sysfs, address)
+        if dev is None:
+            binder.state.update(address, None)
+            return Outcome(address, rec.get("action", "bind"), "gone",
+                           message="device is gone (removed or hot-unplugged)")
+        if rec.get("action") == "release":
+            out = binder.release(dev, force=True)
+        elif dev.driver is not None and dev.driver == rec.get("target_driver"):
+            message = f"bound to {dev.driver} (the kernel finished the stuck write late)"
+            rest = {k: v for k, v in rec.items() if k not in ("stuck_write", "target_driver")}
+            binder.state.update(address, dict(rest, driver=dev.driver, outcome="bound",
+                                              message=message))
+            return Outcome(address, "bind", "bound", module=rec.get("module"),
+                           driver=dev.driver, previous_driver=rec.get("previous_driver"),
+                           rule=rec.get("rule"), message=message)
+        elif dev.driver is None:
+            # The unbind went through: carry on with the policy's choice, and
+            # on failure roll back to the driver the device had before.
+            d = engine.decide(dev, ctx.policy, ctx.index, owner=ctx.owner_of(dev))
+            if d.action != engine.BIND:
+                return None
+            before = dev._replace(driver=rec.get("previous_driver"),
+                                  driver_module=rec.get("previous_module"),
+                                  driver_override=rec.get("previous_override"))
+            out = binder.bind(before, d.module, d.rule)
+        else:
+            return None
+        if out.stuck is not None:
+            lock.hand_over(out.stuck)
+        return out

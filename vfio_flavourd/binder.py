@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import guards, pci
+from .deadline import DEFAULT_TIMEOUT, Stuck
 from .engine import is_vfio_driver
 from .iommu import open_holders
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
@@ -41,6 +42,10 @@ class Outcome:
     rule: Optional[str] = None
     message: str = ""
     steps: list = field(default_factory=list)
+    # Seconds each unbind and probe write may take (the rule's unbind_timeout).
+    deadline: float = field(default=DEFAULT_TIMEOUT, repr=False, compare=False)
+    # The abandoned write of a `stuck` outcome: the device's lock goes with it.
+    stuck: object = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -58,12 +63,17 @@ class _StepFailed(Exception):
 
 
 class Binder:
-    def __init__(self, sysfs, loader, index, state, *, settle_timeout: float = 1.0):
+    def __init__(self, sysfs, loader, index, state, *, settle_timeout: float = 1.0,
+                 unbind_timeout=None, on_slow=None):
         self.sysfs = sysfs
         self.loader = loader
         self.index = index
         self.state = state
         self.settle_timeout = settle_timeout
+        # --unbind-timeout: overrides every rule's unbind_timeout when set.
+        self.unbind_timeout = unbind_timeout
+        # Called with the address once a timed write has taken deadline.PATIENCE.
+        self.on_slow = on_slow
 
     def __repr__(self) -> str:
         return f"<Binder {self.sysfs!r} {self.loader!r}>"
@@ -76,11 +86,19 @@ class Binder:
     def _gone(self, address: str) -> bool:
         return not self.sysfs.exists(f"{PCI_DEVICES}/{address}")
 
-    def _write(self, out: Outcome, rel: str, value: str, what: str, attempts: int = 1) -> None:
+    def _write(self, out: Outcome, rel: str, value: str, what: str, attempts: int = 1,
+               timed: bool = False) -> None:
+        """One write; `timed` for those that run a driver's remove() or
+        probe() (unbind, drivers_probe, bind, new_id), which get the
+        deadline and raise deadline.Stuck past it."""
         out.steps.append(f"{what}: write {value.strip() or repr(value)} to {rel}")
         for attempt in range(attempts):
             try:
-                self.sysfs.write(rel, value)
+                if timed:
+                    slow = (lambda: self.on_slow(out.address)) if self.on_slow else None
+                    self.sysfs.write_timed(rel, value, out.deadline, slow)
+                else:
+                    self.sysfs.write(rel, value)
                 return
             except SysfsError as e:
                 if self._gone(out.address):
@@ -142,7 +160,9 @@ class Binder:
     def bind(self, dev: pci.PciDevice, module: str, rule=None, *, force=False,
              dry_run=False) -> Outcome:
         out = Outcome(dev.address, "bind", "failed", module=module, driver=dev.driver,
-                      previous_driver=dev.driver, rule=rule.name if rule else None)
+                      previous_driver=dev.driver, rule=rule.name if rule else None,
+                      deadline=self.unbind_timeout or (rule and rule.unbind_timeout)
+                      or DEFAULT_TIMEOUT)
         if dev.is_bridge:
             out.result, out.message = "refused", "bridges are never bound to vfio"
             return out
@@ -188,10 +208,12 @@ class Binder:
                 and rule.fallback not in rule.deny:
             candidates.append(rule.fallback)
         failures = []
+        target = (module, None)
         try:
             for m in candidates:
                 try:
                     driver = self.load(out, m)
+                    target = (m, driver)
                     if has_override:
                         self._override_sequence(out, dev, driver)
                     else:
@@ -219,7 +241,26 @@ class Binder:
         except DeviceGone:
             out.result, out.message = "gone", "device disappeared (hot-unplug) during binding"
             self.state.update(dev.address, None)
+        except Stuck as e:
+            self._mark_stuck(out, dev, e, *target)
         return out
+
+    def _mark_stuck(self, out: Outcome, dev: pci.PciDevice, e: Stuck, module, driver,
+                    record=None) -> None:
+        """Past the deadline: never recorded as bound.  The record keeps the
+        target and the override (ours), so that the daemon, on the uevent
+        the kernel sends when it finally finishes, completes or rolls back."""
+        out.result, out.stuck, out.driver = "stuck", e.helper, None
+        out.message = (f"{e}; {dev.address} stays locked until it returns, and the daemon "
+                       "completes or rolls back the move when the kernel finishes")
+        out.steps.append(f"stuck: {e}")
+        base = record if record is not None else {
+            "module": module, "rule": out.rule, "override": driver,
+            "previous_driver": dev.driver, "previous_module": dev.driver_module,
+            "previous_override": dev.driver_override}
+        self.state.update(dev.address, dict(
+            base, driver=None, target_driver=driver, action=out.action, outcome="stuck",
+            stuck_write=e.rel, message=out.message))
 
     def _override_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str) -> None:
         a = dev.address
@@ -228,8 +269,9 @@ class Binder:
         if current == driver:
             return
         if current is not None:
-            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
-        self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe")
+            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
+                        timed=True)
+        self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe", timed=True)
         got = self.settle(a, driver)
         if got != driver:
             if self._gone(a):
@@ -248,9 +290,10 @@ class Binder:
         if current == driver:
             return
         if current is not None:
-            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
+            self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
+                        timed=True)
         try:
-            self._write(out, f"{PCI_DRIVERS}/{driver}/new_id", ids, "add dynamic id")
+            self._write(out, f"{PCI_DRIVERS}/{driver}/new_id", ids, "add dynamic id", timed=True)
             got = self.settle(a, driver)
         finally:
             try:
@@ -260,11 +303,12 @@ class Binder:
         if got != driver:
             raise _StepFailed(f"probe by {driver} through new_id failed")
 
-    def _best_effort(self, out: Outcome, rel: str, value: str, what: str) -> None:
+    def _best_effort(self, out: Outcome, rel: str, value: str, what: str,
+                     timed: bool = False) -> None:
         """A write on the way back: retried, and a failure is noted, not raised,
         so the remaining steps still run."""
         try:
-            self._write(out, rel, value, what, attempts=self.ROLLBACK_ATTEMPTS)
+            self._write(out, rel, value, what, attempts=self.ROLLBACK_ATTEMPTS, timed=timed)
         except _StepFailed as e:
             out.steps.append(f"warning: {e}")
 
@@ -278,12 +322,13 @@ class Binder:
                               "restore override")
         current = self.current_driver(a)
         if current is not None and current != dev.driver:
-            self._best_effort(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}")
+            self._best_effort(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
+                              timed=True)
         if self.current_driver(a) is None:
-            self._best_effort(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+            self._best_effort(out, f"{PCI_BUS}/drivers_probe", a, "reprobe", timed=True)
             if self.settle(a, dev.driver) is None and dev.driver is not None:
                 self._best_effort(out, f"{PCI_DRIVERS}/{dev.driver}/bind", a,
-                                  f"bind back to {dev.driver}")
+                                  f"bind back to {dev.driver}", timed=True)
         out.driver = self.current_driver(a)
 
     def _restored_text(self, out: Outcome, dev: pci.PciDevice) -> str:
@@ -297,7 +342,8 @@ class Binder:
 
     def release(self, dev: pci.PciDevice, *, force=False, dry_run=False) -> Outcome:
         a = dev.address
-        out = Outcome(a, "release", "failed", driver=dev.driver, previous_driver=dev.driver)
+        out = Outcome(a, "release", "failed", driver=dev.driver, previous_driver=dev.driver,
+                      deadline=self.unbind_timeout or DEFAULT_TIMEOUT)
         rec = self.state.get(a) or {}
         out.rule = rec.get("rule")
         owner = self.override_owner(dev)
@@ -318,9 +364,9 @@ class Binder:
                 self._write(out, self._dev(a, "driver_override"), "\n", "clear override")
             if on_vfio:
                 self._write(out, f"{PCI_DRIVERS}/{dev.driver}/unbind", a,
-                            f"unbind from {dev.driver}")
+                            f"unbind from {dev.driver}", timed=True)
             if self.current_driver(a) is None:
-                self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+                self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe", timed=True)
                 host_module = rec.get("previous_module") or (
                     normalise_module(rec["previous_driver"]) if rec.get("previous_driver") else None)
                 if self.settle(a, rec.get("previous_driver")) is None and host_module:
@@ -330,7 +376,7 @@ class Binder:
                     except ModprobeError as e:
                         out.steps.append(f"warning: {e}")
                     if self.current_driver(a) is None:
-                        self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe")
+                        self._write(out, f"{PCI_BUS}/drivers_probe", a, "reprobe", timed=True)
             out.driver = self.settle(a, rec.get("previous_driver"))
         except _StepFailed as e:
             out.message = str(e)
@@ -339,6 +385,10 @@ class Binder:
         except DeviceGone:
             out.result, out.message = "gone", "device disappeared (hot-unplug) during release"
             self.state.update(a, None)
+            return out
+        except Stuck as e:
+            self._mark_stuck(out, dev, e, rec.get("previous_module"), rec.get("previous_driver"),
+                             record=dict(rec, override=None))
             return out
         out.result = "released"
         out.message = (f"on host driver {out.driver}" if out.driver

@@ -75,11 +75,12 @@ class Context:
     def loader(self, value) -> None:
         self._loader = value
 
-    def binder(self, settle_timeout: float = 1.0):
+    def binder(self, settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
         from .binder import Binder
         self.state.check_layout()   # a clear error before any device is touched
         return Binder(self.sysfs, self.loader, self.index, self.state,
-                      settle_timeout=settle_timeout)
+                      settle_timeout=settle_timeout, unbind_timeout=unbind_timeout,
+                      on_slow=on_slow)
 
     def owner_of(self, dev):
         from .owners import override_owner

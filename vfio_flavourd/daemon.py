@@ -5,6 +5,13 @@ address (so it never blocks on binding, and a burst of 1,000 VF adds can
 neither overflow nor be lost: one entry per device, however many events);
 one worker binds; the main thread handles signals (whose handlers only set
 flags), reloads, the watchdog and status.
+
+An unbind can take minutes or never return (deadline.py).  When every
+worker is waiting on such a slow write, another worker is started for the
+rest of the queue (up to MAX_WORKERS); it leaves once the queue is empty.
+No two workers ever hold the same device.  Past its deadline a device is
+`stuck`; when the kernel finishes, its bind or unbind uevent brings it back
+here, and the move is completed or rolled back.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from .context import Context
 from .errors import FlavourdError, PolicyError
 
 REMOVE = "remove"
+MAX_WORKERS = 16
 # When several events for one device are pending, the strongest decides what
 # the worker does with it.
 _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
@@ -48,7 +56,14 @@ class Daemon:
         self.counts = collections.Counter()
         self.events_seen = 0
         self.handled = 0
-        self._busy = False
+        self._in_hand: set = set()      # addresses a worker is handling
+        self._parked: set = set()       # ... of which waiting on a slow write
+        self._workers = 0
+        self._stuck: set = set()
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._in_hand)
 
     # -- signals: handlers only set flags ------------------------------------------
 
@@ -74,7 +89,27 @@ class Daemon:
             old = self._pending.get(address)
             if old is None or _STRENGTH.get(action, 2) >= _STRENGTH.get(old, 2):
                 self._pending[address] = action
+            self._spare_worker()
             self._cond.notify()
+
+    def _spare_worker(self) -> None:
+        """With the condition held: start a worker when every worker waits
+        on a slow write and something else is pending."""
+        if (self._workers and len(self._in_hand) == self._workers
+                and self._in_hand <= self._parked and self._workers < MAX_WORKERS
+                and any(a not in self._in_hand for a in self._pending)):
+            self._workers += 1
+            threading.Thread(target=self._worker, args=(True,), name="binder-spare",
+                             daemon=True).start()
+
+    def _slow(self, address: str) -> None:
+        """Binder.on_slow: this worker's write has taken deadline.PATIENCE."""
+        self.log.info("%s: the kernel is slow to finish a write; other devices go on",
+                      address, extra={"fields": {"PCI_SLOT": address}})
+        with self._cond:
+            self._parked.add(address)
+            self._spare_worker()
+            self._cond.notify_all()
 
     def _reader(self) -> None:
         try:
@@ -104,7 +139,20 @@ class Daemon:
                                   extra={"fields": {"PCI_SLOT": address,
                                                     "MESSAGE_ID": log.MSG_GONE}})
                 return
-            if action == "unbind":
+            rec = ctx.state.get(address) if action != REMOVE else None
+            if rec and rec.get("outcome") == "stuck":
+                if action not in ("bind", "unbind") and not actions.lock_is_free(
+                        ctx.root, address):
+                    return      # the write is still in the kernel
+                self.log.info("%s: %s event for a device that was stuck; the kernel has "
+                              "finished, checking it again", address, action,
+                              extra={"fields": {"PCI_SLOT": address}})
+                out = actions.resume_stuck(ctx, ctx.binder(self.settle_timeout,
+                                                           on_slow=self._slow), address, rec)
+                if out is not None:
+                    self._record(out)
+                    return
+            elif action == "unbind":
                 # Our own unbinds, or a person's: a device left without a
                 # driver is not a reason to act.
                 return
@@ -112,11 +160,9 @@ class Daemon:
                 return
             decisions = actions.decisions_for(ctx, [address])
             decisions = actions.expand_groups(ctx, decisions)
-            binder = ctx.binder(self.settle_timeout)
+            binder = ctx.binder(self.settle_timeout, on_slow=self._slow)
             for d in decisions:
-                out = actions.carry_out(ctx, binder, d, dry_run=self.dry_run)
-                self.counts[out.result] += 1
-                log.log_outcome(self.log, out)
+                self._record(actions.carry_out(ctx, binder, d, dry_run=self.dry_run))
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
@@ -127,6 +173,12 @@ class Daemon:
             self.log.exception("%s: unexpected error while handling %s", address, action)
         finally:
             self.handled += 1
+
+    def _record(self, out) -> None:
+        self.counts[out.result] += 1
+        with self._cond:
+            (self._stuck.add if out.result == "stuck" else self._stuck.discard)(out.address)
+        log.log_outcome(self.log, out)
 
     def _settled_failure(self, ctx, address: str) -> bool:
         """A bind event for a device we failed to move and gave back to its
@@ -139,35 +191,59 @@ class Daemon:
         now = ctx.sysfs.link(f"sys/bus/pci/devices/{address}/driver")
         return now == rec.get("previous_driver")
 
-    def _worker(self) -> None:
+    def _take(self):
+        """With the condition held: the oldest pending device no worker holds."""
+        for address in self._pending:
+            if address not in self._in_hand:
+                return address, self._pending.pop(address)
+        return None
+
+    def _worker(self, spare: bool = False) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stop.is_set():
-                    if self._reader_done.is_set():
+                while True:
+                    if self._stop.is_set():
+                        self._workers -= 1
+                        return
+                    item = self._take()
+                    if item is not None:
+                        break
+                    if spare or (self._reader_done.is_set() and not self._pending):
+                        self._workers -= 1
                         return
                     self._cond.wait(0.5)
-                if self._stop.is_set():
-                    return
-                address, action = self._pending.popitem(last=False)
-                self._busy = True
+                address, action = item
+                self._in_hand.add(address)
             try:
                 self.handle(address, action)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._in_hand.discard(address)
+                    self._parked.discard(address)
                     self._cond.notify_all()
             self._wake.set()
 
+    def _start_worker(self) -> threading.Thread:
+        with self._cond:
+            self._workers += 1
+        worker = threading.Thread(target=self._worker, name="binder", daemon=True)
+        worker.start()
+        return worker
+
     def coldplug(self) -> int:
+        """Every device through the workers; returns once each is handled or
+        waiting on a slow write (so one slow unbind does not hold up READY)."""
         with self._ctx_lock:
             ctx = self.ctx
-        n = 0
-        for address in pci.addresses(ctx.sysfs):
-            if self._stop.is_set():
-                break
-            self.handle(address, "add")
-            n += 1
-        return n
+        addresses = list(pci.addresses(ctx.sysfs))
+        for address in addresses:
+            self.enqueue(address, "add")
+        with self._cond:
+            while not self._stop.is_set() and (
+                    any(a in addresses for a in self._pending)
+                    or not self._in_hand <= self._parked):
+                self._cond.wait(0.5)
+        return len(addresses)
 
     # -- reload -------------------------------------------------------------------------
 
@@ -212,13 +288,17 @@ class Daemon:
         with self._ctx_lock:
             ctx = self.ctx
         managed = ctx.state.count()
+        with self._cond:
+            stuck = len(self._stuck)
         return (f"{managed} managed, {self.counts['bound']} bound, "
-                f"{self.counts['failed']} failed, {self.counts['refused']} refused")
+                f"{self.counts['failed']} failed, {self.counts['refused']} refused"
+                + (f", {stuck} stuck" if stuck else ""))
 
     def run(self, ready_hook=None) -> int:
         self.ctx.policy, self.ctx.index    # fail early, before touching anything
         reader = threading.Thread(target=self._reader, name="uevents", daemon=True)
         reader.start()     # listen first, so nothing added during coldplug is missed
+        worker = self._start_worker()
         n = self.coldplug()
         self.log.info("coldplug done: %d devices, %s; listening on %s events",
                       n, self.status_text(), getattr(self.source, "name", "?"),
@@ -226,8 +306,6 @@ class Daemon:
         self.notifier.ready(self.status_text())
         if ready_hook:
             ready_hook(self)
-        worker = threading.Thread(target=self._worker, name="binder", daemon=True)
-        worker.start()
         interval = self.notifier.watchdog_interval()
         last_status = None
         while not self._stop.is_set():
@@ -247,6 +325,9 @@ class Daemon:
         self.notifier.stopping()
         self.source.close()
         worker.join()       # finishes the device in hand, then returns
+        with self._cond:    # and so do spare workers (each write has its deadline)
+            while self._in_hand:
+                self._cond.wait(0.5)
         self.log.info("stopped: %s", self.status_text())
         return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+from . import guards_storage, guards_virtio
 from .pci import PciDevice
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
@@ -35,21 +36,28 @@ def _subsystem(path: str):
 
 
 def block_devices(sysfs: Sysfs, address: str, below=None) -> dict:
-    """{name: "major:minor"} of disks and partitions below the device.
-    `below`: _descendants() of the device, when the caller walked it already."""
+    """{name: "major:minor"} of disks and partitions below the device (an
+    unreadable `dev` reads as "" so that the guard refuses rather than
+    overlooks it), plus the native NVMe multipath heads its controllers
+    reach.  `below`: _descendants() of the device, when already walked."""
     found = {}
+    controllers = set()
     for name, path in _descendants(sysfs, address) if below is None else below:
         devfile = os.path.join(path, "dev")
         if not os.path.isfile(devfile):
             continue
         parent = os.path.basename(os.path.dirname(path))
+        if parent == "nvme":
+            controllers.add(name)
         if (_subsystem(path) == "block" or parent == "block"
                 or sysfs.exists(f"sys/class/block/{name}") or sysfs.exists(f"sys/block/{name}")):
             try:
                 with open(devfile) as f:
                     found[name] = f.read().strip()
             except OSError:
-                continue
+                found[name] = ""
+    if controllers:
+        found.update(guards_storage.multipath_heads(sysfs, controllers))
     return found
 
 
@@ -61,22 +69,6 @@ def net_interfaces(sysfs: Sysfs, address: str, below=None) -> list:
                 os.path.join(path, "operstate"))):
             out.append((name, path))
     return out
-
-
-def _mounted_devnums(sysfs: Sysfs) -> dict:
-    """{"major:minor": mount point} from proc/self/mountinfo."""
-    out = {}
-    text = sysfs.read("proc/self/mountinfo") or ""
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) >= 5:
-            out.setdefault(f[2], f[4])
-    return out
-
-
-def _swaps(sysfs: Sysfs) -> set:
-    text = sysfs.read("proc/swaps") or ""
-    return {os.path.basename(line.split()[0]) for line in text.splitlines()[1:] if line.split()}
 
 
 def _routed_interfaces(sysfs: Sysfs) -> set:
@@ -94,23 +86,11 @@ def _routed_interfaces(sysfs: Sysfs) -> set:
     return names
 
 
-def check_storage(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
+def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, guard=None) -> list:
     disks = block_devices(sysfs, dev.address, below)
     if not disks:
         return []
-    reasons = []
-    mounted = _mounted_devnums(sysfs)
-    swaps = _swaps(sysfs)
-    for name, devnum in sorted(disks.items()):
-        if devnum in mounted:
-            reasons.append(f"/dev/{name} is mounted on {mounted[devnum]}")
-        if name in swaps:
-            reasons.append(f"/dev/{name} is active swap")
-        holders = sysfs.entries(f"sys/class/block/{name}/holders") or sysfs.entries(
-            f"sys/block/{name}/holders")
-        if holders:
-            reasons.append(f"/dev/{name} is held by {', '.join(holders)} (md, LVM or dm member)")
-    return reasons
+    return (guard or guards_storage.StorageGuard(sysfs)).check(disks)
 
 
 def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
@@ -150,6 +130,12 @@ def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
 
 def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
     """Every reason not to unbind this device from its host driver."""
-    below = list(_descendants(sysfs, dev.address))    # one walk for both checks
-    return (check_storage(sysfs, dev, below) + check_network(sysfs, dev, below)
-            + check_console(sysfs, dev))
+    below = list(_descendants(sysfs, dev.address))    # one walk for every check
+    reasons = check_console(sysfs, dev)
+    if below:
+        guard = guards_storage.StorageGuard(sysfs)
+        top = os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{dev.address}"))
+        reasons = (check_storage(sysfs, dev, below, guard) + check_network(sysfs, dev, below)
+                   + guards_virtio.refusals(sysfs, dev.address, top, below, guard.tables)
+                   + reasons)
+    return reasons

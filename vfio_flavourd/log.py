@@ -19,9 +19,11 @@ MSG_RELEASED = "e97e1dba0d4540fdafe622c04481068e"
 MSG_GONE = "89fe6f4b2cde4dc18a96cae9f1f9b205"
 MSG_RELOADED = "0773fd8552304d44a5aba99ea474e0df"
 MSG_RELOAD_FAILED = "e368b7b48f1445de85afe58b1995d0aa"
+# An unbind or probe that did not return within its deadline.
+MSG_STUCK = "1c412baae165441dba1e69a5e8838bb5"
 
 RESULT_MESSAGE_IDS = {"bound": MSG_BOUND, "failed": MSG_FAILED, "refused": MSG_REFUSED,
-                      "released": MSG_RELEASED, "gone": MSG_GONE}
+                      "released": MSG_RELEASED, "gone": MSG_GONE, "stuck": MSG_STUCK}
 
 
 class _FieldsFormatter(logging.Formatter):

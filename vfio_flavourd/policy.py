@@ -104,7 +104,8 @@ class Rule(record("Rule", (
         ("upgrade", False),
         ("group", "device"),
         ("sriov_drivers_autoprobe", None),
-        ("allow_new_id", False)))):
+        ("allow_new_id", False),
+        ("unbind_timeout", None)))):   # seconds; None: the binder's default (60)
     __slots__ = ()
 
     def __repr__(self) -> str:

@@ -35,7 +35,7 @@ MATCH_KEYS = ("vendor", "device", "subsystem_vendor", "subsystem_device", "class
               "address", "physfn", "virtfn", "driver")
 RULE_KEYS = ("name", "description", "match", "flavour", "prefer", "deny", "variants",
              "fallback", "force", "takeover", "upgrade", "group",
-             "sriov_drivers_autoprobe", "allow_new_id")
+             "sriov_drivers_autoprobe", "allow_new_id", "unbind_timeout")
 BOOL_RULE_KEYS = ("variants", "force", "takeover", "upgrade", "sriov_drivers_autoprobe",
                   "allow_new_id")
 
@@ -209,6 +209,20 @@ class _Checker:
             kw[name] = value
         return Match(**kw) if ok and keys else None
 
+    def seconds(self, node, key) -> Optional[float]:
+        """A number of seconds, more than 0 and at most a day."""
+        if isinstance(node, yaml.ScalarNode) and (node.tag.endswith(":int")
+                                                  or node.tag.endswith(":float")):
+            try:
+                value = float(node.value)
+            except ValueError:
+                value = None
+            if value is not None and 0 < value <= 86400:
+                return value
+        self.problem(node, key, f"expected a number of seconds (more than 0, at most 86400), "
+                     f"found {_found(node)}")
+        return None
+
     def rule(self, node, key) -> Optional[Rule]:
         return self._once("rule", node, lambda: self._rule(node, key))
 
@@ -249,6 +263,8 @@ class _Checker:
                     self.problem(v, where, f"expected one of {', '.join(GROUP_MODES)}, "
                                  f"found {_found(v)}")
                     value = None
+            elif name == "unbind_timeout":
+                value = self.seconds(v, where)
             else:
                 value = self.boolean(v, where)
             ok = ok and value is not None

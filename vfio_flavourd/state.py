@@ -266,6 +266,17 @@ class DeviceLock:
         self._fd = fd
         return self
 
+    @property
+    def fd(self):
+        return self._fd
+
+    def hand_over(self, helper) -> None:
+        """Keep the device locked until `helper` (a write abandoned past its
+        deadline) returns from the kernel."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            helper.when_done(lambda: os.close(fd))
+
     def __exit__(self, *exc):
         if self._fd is not None:
             os.close(self._fd)

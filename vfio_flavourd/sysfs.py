@@ -93,6 +93,15 @@ class Sysfs:
 # (a device node planted in a copied tree) is not an attribute.
 _MAX_ATTR = 1 << 16
 
+    def write_timed(self, rel: str, value: str, seconds: float, on_slow=None) -> None:
+        """write(), by a helper that is abandoned after `seconds`
+        (deadline.Stuck): for unbind and probe writes, which run a driver's
+        remove() or probe() and may never return."""
+        if not rel.startswith("sys/"):
+            raise SysfsError(rel, "refusing to write outside sys/")
+        from .deadline import in_child
+        in_child(self.root.fspath(rel), rel, value, seconds, on_slow)
+
 
 def _read_all(path: str) -> bytes:
     """The whole file, with plain read(2)s: half the cost of open() and its

@@ -42,7 +42,11 @@ PORTS = [("rp1", "pcie.0", 0x10, "0000:00:10.0"),
          ("rp3", "pcie.0", 0x12, "0000:00:12.0"),
          ("rp4", "pcie.0", 0x13, "0000:00:13.0"),
          ("rp5", "pcie.0", 0x14, "0000:00:14.0"),
-         ("rp6", "pxb1", 0x00, "0000:80:00.0")]
+         ("rp6", "pxb1", 0x00, "0000:80:00.0"),
+         # Added for the guards scenarios (vmtest_guards.py), after the
+         # others so that no existing port or device moves.
+         ("rp7", "pcie.0", 0x15, "0000:00:15.0"),
+         ("rp8", "pcie.0", 0x16, "0000:00:16.0")]
 EXTRA_ROOT = "pxb-pcie,id=pxb1,bus=pcie.0,addr=0x1e,bus_nr=0x80,bypass_iommu=true"
 # Cold-plugged devices. romfile= keeps QEMU from loading option ROMs the
 # guest never uses. No -netdev: the NICs are only there to be bound.
@@ -59,9 +63,19 @@ DEVICES = [
     # Same ids again, with no IOMMU group: vfio probes fail on it.
     {"id": "vnet6", "role": "virtio-net-no-iommu", "port": "rp6",
      "qdev": {"driver": "virtio-net-pci", "disable-legacy": "on", "romfile": ""}},
+    # Two NVMe disks, each on a sparse raw image in the run directory: one
+    # for a mounted btrfs, one left empty (the guards scenarios).
+    {"id": "nvme-btrfs", "role": "nvme-btrfs", "port": "rp7", "image_mib": 256,
+     "qdev": {"driver": "nvme", "serial": "vmtest-btrfs"}},
+    {"id": "nvme-empty", "role": "nvme-empty", "port": "rp8", "image_mib": 64,
+     "qdev": {"driver": "nvme", "serial": "vmtest-empty"}},
 ]
+# A 9p share besides the root's, from a directory of the run directory with
+# one file in it; mounted only by the guards scenarios.
+EXTRA_SHARE = "vmshare"
 FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
 GUEST_SHARE = "/run/vmtest"
+POWEROFF_GRACE = 60
 # What the guest's `dpkg -i` would change if it ever reached the host: the
 # runner compares these before and after a run (see host_fingerprint).
 HOST_WATCH_PACKAGES = ["vfio-flavourd", "driverctl"]
@@ -255,13 +269,26 @@ class Guest:
                               ("out", self.share, False)]:
             argv += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
                      f"multidevs=remap{',readonly=on' if ro else ''}"]
+        share_dir = os.path.join(self.rundir, EXTRA_SHARE)
+        os.makedirs(share_dir, exist_ok=True)
+        with open(os.path.join(share_dir, "held"), "w") as f:
+            f.write("a file the guards scenario keeps open\n")
+        argv += ["-virtfs", f"local,path={share_dir},mount_tag={EXTRA_SHARE},"
+                 "security_model=none,multidevs=remap,readonly=on"]
         argv += ["-device", "intel-iommu,intremap=on"]
         argv += ["-device", EXTRA_ROOT]
         for i, (name, bus, addr, _) in enumerate(PORTS, 1):
             argv += ["-device", f"pcie-root-port,id={name},bus={bus},chassis={i},"
                      f"slot={i},addr={addr:#x}"]
         for dev in DEVICES:
-            argv += ["-device", qdev_arg({**dev["qdev"], "id": dev["id"], "bus": dev["port"]})]
+            qdev = {**dev["qdev"], "id": dev["id"], "bus": dev["port"]}
+            if "image_mib" in dev:
+                image = os.path.join(self.rundir, f"{dev['id']}.img")
+                with open(image, "wb") as f:
+                    f.truncate(dev["image_mib"] << 20)
+                argv += ["-drive", f"file={image},if=none,id={dev['id']}-drive,format=raw"]
+                qdev["drive"] = f"{dev['id']}-drive"
+            argv += ["-device", qdev_arg(qdev)]
         return argv
 
     def write_share(self, payload):
@@ -272,6 +299,7 @@ class Guest:
             "devices": {d["role"]: {"id": d["id"], "port": d["port"], **d["qdev"]}
                         for d in DEVICES},
             "free_ports": FREE_PORTS,
+            "extra_share": EXTRA_SHARE,
             "kernel_release": self.m["kernel_release"],
             "linux_source": self.m["linux_source"],
             "repo": REPO,
@@ -310,13 +338,27 @@ class Guest:
             broker.start()
             booted = os.path.join(self.share, "booted")
             deadline = t0 + timeout
+            exitcode = os.path.join(self.share, "exitcode")
             while proc.poll() is None and time.monotonic() < deadline:
                 if self.boot_seconds is None and os.path.exists(booted):
                     self.boot_seconds = time.monotonic() - t0
                     with open(booted) as f:
                         self.guest_uptime_at_stage2 = float(f.read().strip() or 0)
+                # Power-off takes each device's lock (device_shutdown): a
+                # driver remove() still looping in the guest's kernel (the
+                # guards scenario's hung unbind, if a test failed to end it)
+                # would block it for ever. The exit code is in by then.
+                if os.path.exists(exitcode) and deadline > time.monotonic() + POWEROFF_GRACE:
+                    deadline = time.monotonic() + POWEROFF_GRACE
+                    self.log(f"guest stored its exit code; QEMU gets {POWEROFF_GRACE} s "
+                             "to power off")
                 tail.pump()
                 time.sleep(0.05)
+            if proc.poll() is None and os.path.exists(exitcode):
+                self.log(f"guest did not power off within {POWEROFF_GRACE} s of storing its "
+                         "exit code; killing QEMU")
+                proc.kill()
+                proc.wait()
             if proc.poll() is None:
                 self.log(f"guest timed out after {timeout}s; killing QEMU")
                 self.timed_out = True

@@ -48,6 +48,9 @@ HOST_TOOLS = {
     "gcc-12": "gcc-12",
     "xz": "xz-utils",
     "dpkg-deb": "dpkg",
+    # The guards scenario makes a btrfs on a guest NVMe disk (the guest runs
+    # the host's binaries, read-only).
+    "mkfs.btrfs": "btrfs-progs",
 }
 # Shared libraries udevadm (from the unpacked udev package) links against.
 # They are plain libraries: installing them starts nothing on the host.

@@ -28,7 +28,16 @@ def explain_json(ctx, d) -> dict:
                           "wildcards": c.alias.wildcards, "origin": c.alias.origin,
                           "verdict": c.verdict} for c in d.candidates]
     out["tie"] = list(d.tie)
+    if d.action == engine.BIND:
+        out["guards"] = guard_report(ctx, d.device)
     return out
+
+
+def guard_report(ctx, dev) -> dict:
+    """What the safety guards say before a bind, and how they decided."""
+    from .. import guards, guards_storage
+    return {"method": guards_storage.method(ctx.sysfs),
+            "refusals": guards.refusals(ctx.sysfs, dev)}
 
 
 def run(ctx, args) -> int:
@@ -85,6 +94,14 @@ def run(ctx, args) -> int:
                   f"{c.alias.wildcards} wildcards  {c.verdict:<12} [{c.alias.origin}]")
         for n in d.notes:
             print(f"  {n}")
+
+    if d.action == engine.BIND:
+        g = guard_report(ctx, dev)
+        print(f"\nsafety guards (block devices checked by {g['method']}):")
+        for r in g["refusals"] or ["nothing below this device is in use"]:
+            print(f"  {r}")
+        if g["refusals"]:
+            print("  apply refuses this device unless forced (--force or 'force: true')")
 
     target = f" {d.module}" if d.module else ""
     print(f"\ndecision: {d.action}{target}: {d.reason}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from .. import pci
 from ..binder import Outcome, fresh
 from ..output import dump_json
-from ..state import DeviceLock
-from .apply import summarise
+from ..actions import device_locked
+from .apply import add_timeout_argument, report_stuck, summarise
 
 NAME = "release"
 HELP = "give devices back to their host drivers and forget them"
@@ -18,24 +18,29 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true",
                    help="clear an override another tool set")
     p.add_argument("--json", action="store_true", help="print a JSON array of outcomes")
+    add_timeout_argument(p)
 
 
 def run(ctx, args) -> int:
     addresses = [pci.normalise_address(a) for a in args.addresses]
-    binder = ctx.binder()
+    binder = ctx.binder(unbind_timeout=args.unbind_timeout)
     outcomes = []
     for a in addresses:
-        with DeviceLock(ctx.root, a):
+        with device_locked(ctx.root, a, dry_run=args.dry_run) as lock:
             dev = fresh(ctx.sysfs, a)
             if dev is None:
                 ctx.state.update(a, None)
                 outcomes.append(Outcome(a, "release", "gone", message="no such device"))
                 continue
-            outcomes.append(binder.release(dev, force=args.force, dry_run=args.dry_run))
+            o = binder.release(dev, force=args.force, dry_run=args.dry_run)
+            if o.stuck is not None:
+                lock.hand_over(o.stuck)
+            outcomes.append(o)
     if args.json:
         dump_json([o.as_dict() for o in outcomes])
     else:
         for o in outcomes:
             print(f"{o.address}  {o.result:<8} {o.driver or '-':<20} {o.message}")
         print(f"{len(outcomes)} devices: {summarise(outcomes)}")
+    report_stuck(outcomes)
     return 0 if all(o.ok for o in outcomes) else 1

@@ -31,6 +31,9 @@ def collect(ctx) -> list:
             "current_driver": current,
             "in_sync": dev is not None and (expected is None or current == expected),
             "outcome": rec.get("outcome"),
+            # A write past its deadline, still in the kernel (deadline.py).
+            "stuck": rec.get("outcome") == "stuck",
+            "stuck_write": rec.get("stuck_write"),
             "message": rec.get("message"),
             "since": rec.get("since"),
             "previous_driver": rec.get("previous_driver"),
@@ -62,4 +65,7 @@ def run(ctx, args) -> int:
           [(r["address"], r["rule"], r["module"], r["driver"],
             (r["current_driver"] or "none") + ("" if r["in_sync"] else " (!)"),
             r["outcome"], r["since"], group_text(r)) for r in rows])
+    for r in rows:
+        if r["stuck"]:
+            print(f"\n{r['address']} is stuck: {r['message']}")
     return 0

@@ -4,7 +4,7 @@ binds, unbinds, probes and hotplugs over such a tree.  Nothing here touches
 the machine's own /sys or loads a module."""
 
 from .catalog import CATALOG, ModuleInfo, PciId, modules_alias
-from .faults import (Fault, ModprobeFails, OverrideLocked, OverrideMissing, ProbeFails,
+from .faults import (Fault, Hang, ModprobeFails, OverrideLocked, OverrideMissing, ProbeFails,
                      UnbindBusy, Vanish, WriteFails)
 from .kernel import Op, SimKernel
 from .loader import SimModuleLoader
@@ -13,7 +13,7 @@ from .tree import AUTO, HostBuilder
 from .uevent import Uevent
 
 __all__ = [
-    "AUTO", "CATALOG", "Fault", "HostBuilder", "ModprobeFails", "ModuleInfo", "Op",
+    "AUTO", "CATALOG", "Fault", "Hang", "HostBuilder", "ModprobeFails", "ModuleInfo", "Op",
     "OverrideLocked", "OverrideMissing", "PciId", "ProbeFails", "SimKernel",
     "SimModuleLoader", "SimSysfs", "UnbindBusy", "Uevent", "Vanish", "WriteFails",
     "modules_alias",

@@ -126,3 +126,30 @@ class OverrideLocked(Fault):
         if _match(self.address, address):
             return self.errno
         return 0
+
+
+class Hang(Fault):
+    """A write whose path matches PATH (a glob) and whose value matches
+    VALUE blocks, as a driver's remove() that never finishes does (9p's
+    p9_virtio_remove with a share mounted), until release() is called; then
+    the write is carried out.  It blocks outside the kernel's lock, so other
+    devices' writes go on meanwhile."""
+
+    def __init__(self, path: str = "*", value: Optional[str] = None,
+                 times: Optional[int] = 1):
+        import threading
+        super().__init__(times)
+        self.path, self.value = path, value
+        self._released = threading.Event()
+        self.waiting = threading.Event()      # set once a write is blocked
+
+    def check(self, rel: str, value: str) -> bool:
+        return (fnmatchcase(rel, self.path) and _match(self.value, value.strip())
+                and self._fire())
+
+    def block(self) -> None:
+        self.waiting.set()
+        self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()

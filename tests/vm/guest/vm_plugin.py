@@ -23,12 +23,13 @@ _durations = {}
 # installed until the end of the session, and its files (the udev rule, the
 # callout, the policy layers under /etc and /usr/lib) must not change what
 # the earlier scenarios see.
-MODULE_ORDER = ["vmtest_scenarios", "vmtest_smoke", "vmtest_package", "vmtest_bench"]
+MODULE_ORDER = ["vmtest_scenarios", "vmtest_smoke", "vmtest_package", "vmtest_bench",
+                "vmtest_guards"]
 
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(MODULE_ORDER)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(MODULE_ORDER) - 2.5))
+    items.sort(key=lambda item: rank.get(item.path.stem, rank["vmtest_package"] - 0.5))
 
 
 @pytest.fixture(autouse=True)

@@ -357,7 +357,9 @@ def test_scenario_3_udev_rule_sets_override_before_the_host_driver(clean_slate, 
         time.sleep(0.5)
         subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=pci"],
                        check=True)
-        subprocess.run(["udevadm", "settle", "--timeout=60"], check=True)
+        # The callout runs once per PCI device (24 of them with the guards
+        # scenarios' disks and share), several seconds each under TCG.
+        subprocess.run(["udevadm", "settle", "--timeout=180"], check=True)
         assert g.driver_override(e1000e) == "vfio-pci"
         assert os.path.isdir("/sys/module/e1000e"), "80-drivers.rules should have loaded e1000e"
         assert g.driver(e1000e) is None

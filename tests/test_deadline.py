@@ -1,0 +1,193 @@
+"""Unbinds that never return (deadline.py): the CLI gives up after the
+deadline, the device is `stuck` and stays locked, the daemon serves every
+other device meanwhile and completes or rolls back once the kernel is done."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import io
+import json
+import os
+import time
+
+import pytest
+
+from vfio_flavourd import actions, deadline
+from vfio_flavourd.commands import apply as apply_cmd, status as status_cmd
+from vfio_flavourd.errors import SysfsError
+from vfio_flavourd.sim import Hang, ProbeFails
+
+from simhost import E1000E, VIRTIO, build_host, driver_of, make_ctx, write_policy
+from test_daemon import Harness
+
+UNBIND = "sys/bus/pci/drivers/virtio-pci/unbind"
+POLICY = """\
+version: 1
+rules:
+  - name: virtio
+    match: {vendor: 0x1af4}
+    flavour: vfio
+    unbind_timeout: %s
+  - name: nics
+    match: {vendor: 0x8086, device: 0x10d3}
+    flavour: vfio
+"""
+
+
+def sim(tmp_path, timeout="0.3"):
+    # A free slot behind 0000:00:06.0 for hotplug.
+    kernel = build_host(tmp_path).bridge("0000:00:06.0", secondary=0x07).kernel()
+    write_policy(tmp_path, POLICY % timeout)
+    return kernel, make_ctx(kernel, stderr=io.StringIO())
+
+
+def wait_for(pred, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_apply_returns_after_the_deadline_nonzero_and_status_shows_stuck(tmp_path, capsys):
+    kernel, ctx = sim(tmp_path)
+    hang = Hang(UNBIND, VIRTIO)
+    kernel.inject(hang)
+    args = argparse.Namespace(addresses=[VIRTIO, E1000E], dry_run=False, force=False,
+                              json=False, unbind_timeout=None)
+    t0 = time.monotonic()
+    rc = apply_cmd.run(ctx, args)
+    took = time.monotonic() - t0
+    out, err = capsys.readouterr()
+    assert rc == 1 and hang.waiting.is_set()
+    assert 0.3 <= took < 5, took
+    assert f"{VIRTIO}  stuck" in out and "1 bound, 1 stuck" in out
+    assert err.startswith(f"vfio-flavourd: error: {VIRTIO} is stuck: write of '{VIRTIO}' to "
+                          f"{UNBIND} did not return within 0.3 s")
+    assert driver_of(kernel, E1000E) == "vfio-pci"         # the next device went on
+    rec = ctx.state.get(VIRTIO)
+    assert (rec["outcome"], rec["driver"], rec["target_driver"]) == ("stuck", None,
+                                                                   "virtio_vfio_pci")
+    assert not actions.lock_is_free(ctx.root, VIRTIO)      # held by the abandoned write
+
+    status_cmd.run(ctx, argparse.Namespace(json=True))
+    row = {r["address"]: r for r in json.loads(capsys.readouterr().out)}[VIRTIO]
+    assert (row["outcome"], row["stuck"], row["stuck_write"]) == ("stuck", True, UNBIND)
+    status_cmd.run(ctx, argparse.Namespace(json=False))
+    text = capsys.readouterr().out
+    assert f"\n{VIRTIO} is stuck: write of '{VIRTIO}' to {UNBIND} did not return" in text
+
+    hang.release()        # the kernel finishes: the lock goes with the write
+    assert wait_for(lambda: actions.lock_is_free(ctx.root, VIRTIO))
+    assert driver_of(kernel, VIRTIO) is None
+
+
+def test_the_cli_flag_overrides_the_rules_deadline(tmp_path, capsys):
+    kernel, ctx = sim(tmp_path, timeout="30")
+    kernel.inject(Hang(UNBIND, VIRTIO))
+    t0 = time.monotonic()
+    rc = apply_cmd.run(ctx, argparse.Namespace(addresses=[VIRTIO], dry_run=False, force=False,
+                                               json=True, unbind_timeout=0.2))
+    assert rc == 1 and time.monotonic() - t0 < 5
+    o, = json.loads(capsys.readouterr().out)
+    assert (o["result"], o["ok"]) == ("stuck", False)
+    assert "within 0.2 s" in o["message"]
+
+
+def test_policy_checks_unbind_timeout(tmp_path):
+    from vfio_flavourd.errors import PolicyError
+    kernel, ctx = sim(tmp_path, timeout="0")
+    with pytest.raises(PolicyError) as e:
+        ctx.policy
+    assert "expected a number of seconds (more than 0, at most 86400), found 0" in str(
+        e.value.problems[0])
+    kernel, ctx = sim(tmp_path, timeout="2.5")
+    assert ctx.policy.rules[0].unbind_timeout == 2.5
+
+
+@pytest.mark.parametrize("probe_fails", [False, True])
+def test_daemon_goes_on_and_completes_or_rolls_back_when_released(tmp_path, probe_fails):
+    # A deadline longer than deadline.PATIENCE: a spare worker takes the queue.
+    kernel, _ = sim(tmp_path, timeout="3")
+    hang = Hang(UNBIND, VIRTIO)
+    kernel.inject(hang)
+    h = Harness(tmp_path, kernel).start()
+    # READY came before the deadline, with every other device handled.
+    assert hang.waiting.is_set() and kernel.device(VIRTIO).driver == "virtio-pci"
+    assert driver_of(kernel, E1000E) == "vfio-pci"
+    t0 = time.monotonic()
+    kernel.add_device("0000:07:00.0", 0x8086, 0x10D3, 0x020000, subsys=(0x8086, 0xA01F))
+    assert wait_for(lambda: driver_of(kernel, "0000:07:00.0") == "vfio-pci", 10)
+    assert time.monotonic() - t0 < 2.5           # not after the stuck device's deadline
+    assert wait_for(lambda: "1 stuck" in h.daemon.status_text(), 10)
+    assert h.ctx.state.get(VIRTIO)["outcome"] == "stuck"
+    stuck = [r for r in h.records if getattr(r, "fields", {}).get("RESULT") == "stuck"]
+    assert stuck and stuck[0].fields["MESSAGE_ID"] == "1c412baae165441dba1e69a5e8838bb5"
+    if probe_fails:
+        kernel.inject(ProbeFails("virtio_vfio_pci"), ProbeFails("vfio-pci"))
+    hang.release()
+    want = "virtio-pci" if probe_fails else "virtio_vfio_pci"
+    assert wait_for(lambda: driver_of(kernel, VIRTIO) == want and
+                    "stuck" not in h.daemon.status_text(), 15), (
+        driver_of(kernel, VIRTIO), h.daemon.status_text(), h.log_text()[-5:])
+    rec = h.ctx.state.get(VIRTIO)
+    assert rec["outcome"] == ("failed" if probe_fails else "bound")
+    assert h.stop() == 0
+
+
+def test_write_in_a_child_real_file_error_and_a_write_that_blocks(tmp_path):
+    target = tmp_path / "attr"
+    target.write_text("")
+    deadline.in_child(str(target), "sys/attr", "0000:01:00.0", 5)
+    assert target.read_text() == "0000:01:00.0"
+    with pytest.raises(SysfsError, match="cannot open for writing: No such file"):
+        deadline.in_child(str(tmp_path / "none"), "sys/none", "x", 5)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)             # open(O_WRONLY) blocks until a reader comes
+    slow = []
+    lock = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with pytest.raises(deadline.Stuck) as e, deadline.holding(lock):
+        deadline.in_child(str(fifo), "sys/fifo", "x", 1.2, on_slow=lambda: slow.append(1))
+    assert slow == [1] and "did not return within 1.2 s" in str(e.value)
+    os.close(lock)              # ours goes; the writer's copy keeps the lock
+
+    def locked():
+        fd = os.open(tmp_path / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+    assert locked()
+    writer = e.value.helper
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # let the abandoned write finish
+    try:
+        assert wait_for(lambda: (deadline._reap(), writer not in deadline._abandoned)[1], 10)
+        assert not locked()
+    finally:
+        os.close(fd)
+
+
+def test_a_stuck_writer_holds_no_output_pipe_of_the_command(tmp_path):
+    """`vfio-flavourd apply | cat` must end when apply does, even while its
+    writer sits in the kernel: the writer keeps none of the command's
+    descriptors but the lock."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = (f"from vfio_flavourd import deadline\n"
+            f"try:\n    deadline.in_child({str(fifo)!r}, 'sys/fifo', 'x', 0.2)\n"
+            f"except deadline.Stuck as e:\n    print('stuck', flush=True)\n")
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=30)
+    assert res.stdout == "stuck\n" and time.monotonic() - t0 < 20
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)      # let the writer go
+    time.sleep(0.2)
+    os.close(fd)

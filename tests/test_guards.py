@@ -1,0 +1,264 @@
+"""guards, guards_storage, guards_virtio and mounts on hand-built trees laid
+out as the kernel lays them out (paths in the comments of each module)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from conftest import make_device
+
+from vfio_flavourd import guards, guards_storage
+from vfio_flavourd.mounts import parse_mountinfo
+from vfio_flavourd.root import Root
+from vfio_flavourd.sysfs import Sysfs
+
+ADDR = "0000:00:04.0"
+DEV = f"sys/devices/pci0000:00/{ADDR}"
+ROOT_9P = ("20 1 0:19 / / ro,relatime - 9p hostroot "
+           "ro,sync,dirsync,access=client,msize=512000,trans=virtio")
+
+
+class Tree:
+    def __init__(self, root):
+        self.root = root
+        (root / "sys/bus/pci/devices").mkdir(parents=True)
+        (root / DEV).mkdir(parents=True)
+        os.symlink(f"../../../devices/pci0000:00/{ADDR}", root / f"sys/bus/pci/devices/{ADDR}")
+        self.mountinfo()
+
+    def file(self, rel, text):
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+    def mountinfo(self, *lines, swaps=""):
+        self.file("proc/self/mountinfo", "\n".join(
+            ["22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw", *lines]) + "\n")
+        self.file("proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n" + swaps)
+
+    def disk(self, name, devnum, ctrl="nvme0"):
+        base = f"{DEV}/nvme/{ctrl}/{name}"
+        self.file(f"{DEV}/nvme/{ctrl}/dev", "241:0\n")
+        self.file(f"{base}/dev", devnum + "\n")
+        (self.root / f"{base}/holders").mkdir(parents=True)
+        (self.root / "sys/class/block").mkdir(parents=True, exist_ok=True)
+        os.symlink(self.root / base, self.root / f"sys/class/block/{name}")
+        return base
+
+    def virtio(self, n, **attrs):
+        base = f"{DEV}/virtio{n}"
+        (self.root / base).mkdir(parents=True)
+        for k, v in attrs.items():
+            self.file(f"{base}/{k}", v)
+        return base
+
+    def refusals(self, host=None, opener=None):
+        sysfs = Sysfs(Root(self.root))
+        if host is None:
+            return guards.refusals(sysfs, make_device(address=ADDR))
+        guard = guards_storage.StorageGuard(sysfs, opener=opener, host=host)
+        return guard.check(guards.block_devices(sysfs, ADDR))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return Tree(tmp_path)
+
+
+def test_mountinfo_fields_and_escapes():
+    m, = parse_mountinfo("42 35 0:37 / /mnt/my\\040disk rw shared:5 master:2 - btrfs "
+                         "/dev/nvme1n1 rw,space_cache=v2\nbroken line\n")
+    assert (m.devnum, m.mountpoint, m.fstype, m.source) == ("0:37", "/mnt/my disk", "btrfs",
+                                                           "/dev/nvme1n1")
+    assert m.superopts == ("rw", "space_cache=v2") and not m.over_virtio
+
+
+def test_btrfs_with_an_anonymous_device_number_is_seen_by_source(tree):
+    tree.disk("nvme1n1", "259:0")
+    tree.mountinfo("42 35 0:37 / /srv rw - btrfs /dev/nvme1n1 rw")
+    assert tree.refusals() == [
+        "/dev/nvme1n1 carries btrfs mounted on /srv (copied root: kernel tables)"]
+
+
+def test_btrfs_member_named_by_the_mount_of_another_member(tree):
+    tree.disk("nvme2n1", "259:1")
+    tree.file("sys/fs/btrfs/5d2b/devices/nvme1n1", "")
+    tree.file("sys/fs/btrfs/5d2b/devices/nvme2n1", "")
+    tree.mountinfo("42 35 0:37 / /srv rw - btrfs /dev/nvme1n1 rw")
+    assert tree.refusals() == [
+        "/dev/nvme2n1 carries btrfs mounted on /srv (copied root: kernel tables)"]
+
+
+def test_swap_holders_and_free_disks(tree):
+    base = tree.disk("nvme0n1", "259:0")
+    tree.disk("nvme0n2", "259:5")
+    (tree.root / f"{base}/holders/dm-0").mkdir()
+    tree.mountinfo(swaps="/dev/nvme0n1 partition 8388604 0 -2\n")
+    assert tree.refusals() == [
+        "/dev/nvme0n1 carries active swap; held by dm-0 (md, LVM or dm member) "
+        "(copied root: kernel tables)"]
+
+
+def test_host_asks_the_kernel_and_names_what_holds_it(tree):
+    tree.disk("nvme1n1", "259:0")
+    tree.disk("nvme1n2", "259:1")
+    tree.disk("nvme1n3", "259:2")
+    tree.mountinfo("42 35 0:37 / /srv rw - btrfs /dev/nvme1n1 rw")
+    busy = {"nvme1n1": True, "nvme1n2": True, "nvme1n3": False}
+    seen = []
+
+    def opener(name, devnum):
+        seen.append((name, devnum))
+        return busy[name]
+    assert tree.refusals(host=True, opener=opener) == [
+        "/dev/nvme1n1 carries btrfs mounted on /srv (exclusive open: busy)",
+        "/dev/nvme1n2 is held exclusively by the kernel (exclusive open: busy)"]
+    assert seen == [("nvme1n1", "259:0"), ("nvme1n2", "259:1"), ("nvme1n3", "259:2")]
+
+
+def test_host_that_cannot_open_refuses_with_the_reason(tree):
+    tree.disk("nvme1n1", "259:0")
+
+    def opener(name, devnum):
+        raise guards_storage.Undecided("exclusive open of /dev/nvme1n1 (259:0) failed: "
+                                       "Permission denied")
+    assert tree.refusals(host=True, opener=opener) == [
+        "/dev/nvme1n1: cannot tell whether it is in use (exclusive open of /dev/nvme1n1 "
+        "(259:0) failed: Permission denied)"]
+
+
+def test_unreadable_dev_attribute_refuses(tree):
+    base = tree.disk("nvme1n1", "259:0")
+    (tree.root / f"{base}/dev").unlink()
+    (tree.root / f"{base}/dev").mkdir()        # read() fails: IsADirectoryError
+    assert guards.block_devices(Sysfs(Root(tree.root)), ADDR) == {}  # not a file: no dev
+    (tree.root / f"{base}/dev").rmdir()
+    tree.file(f"{base}/dev", "garbage\n")
+    assert tree.refusals() == [
+        "/dev/nvme1n1: cannot tell whether it is in use (its dev attribute reads 'garbage')"]
+
+
+def test_multipath_head_is_guarded_through_its_subsystem(tree):
+    tree.file(f"{DEV}/nvme/nvme0/dev", "241:0\n")
+    tree.file("sys/class/nvme-subsystem/nvme-subsys0/nvme0/dev", "241:0\n")
+    tree.file("sys/class/nvme-subsystem/nvme-subsys0/nvme0n1/dev", "259:3\n")
+    tree.mountinfo("30 1 259:3 / /data rw - xfs /dev/nvme0n1 rw")
+    assert tree.refusals() == [
+        "/dev/nvme0n1 carries xfs mounted on /data (copied root: kernel tables)"]
+
+
+def test_exclusive_open_ebusy_and_the_dev_node(tree, monkeypatch, tmp_path):
+    opened = []
+    real_open = os.open
+
+    def fake_open(path, flags, *a, **kw):
+        if not flags & os.O_EXCL:
+            return real_open(path, flags, *a, **kw)        # shutil.rmtree's own opens
+        opened.append((path, flags))
+        raise OSError(errno.EBUSY, "Device or resource busy")
+    monkeypatch.setattr(guards_storage.os, "open", fake_open)
+    monkeypatch.setattr(guards_storage.os, "mknod", lambda path, mode, dev: open(path, "w").close())
+    assert guards_storage.exclusive_open("nvme9n1", "259:7", str(tmp_path / "nodev")) is True
+    path, flags = opened[0]
+    assert os.path.basename(path) == "nvme9n1" and path.startswith("/")
+    assert flags == os.O_RDONLY | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC
+    assert not os.path.exists(os.path.dirname(path))      # the private directory is gone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a block node needs root")
+def test_exclusive_open_of_a_node_with_no_device_cannot_decide(tmp_path):
+    # 240:250 is in the "local/experimental" range: no driver, so ENXIO.
+    with pytest.raises(guards_storage.Undecided, match="No such device"):
+        guards_storage.exclusive_open("ghost", "240:250", str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_9p_share_on_the_transport(tree):
+    tree.virtio(0, mount_tag="hostroot\0")
+    tree.virtio(1, mount_tag="spare")
+    tree.mountinfo(ROOT_9P, "40 20 0:40 / /srv/share rw - 9p hostroot rw,trans=virtio",
+                   "41 20 0:41 / /mnt/tcp rw - 9p spare rw,trans=tcp")
+    assert tree.refusals() == [
+        "virtio transport 0000:00:04.0 carries 9p share 'hostroot' mounted on /",
+        "virtio transport 0000:00:04.0 carries 9p share 'hostroot' mounted on /srv/share"]
+
+
+def test_unmounted_share_is_free_and_unreadable_tag_refuses(tree):
+    base = tree.virtio(0, mount_tag="out")
+    tree.mountinfo(ROOT_9P)
+    assert tree.refusals() == []
+    (tree.root / f"{base}/mount_tag").unlink()
+    (tree.root / f"{base}/mount_tag").mkdir()
+    reasons = tree.refusals()
+    assert len(reasons) == 1 and reasons[0].startswith(
+        "virtio transport 0000:00:04.0: cannot read virtio0/mount_tag (Is a directory)")
+
+
+def test_virtiofs_tag_through_its_device_link(tree):
+    base = tree.virtio(2)
+    (tree.root / "sys/fs/virtiofs/0").mkdir(parents=True)
+    tree.file("sys/fs/virtiofs/0/tag", "myfs\n")
+    os.symlink(tree.root / base, tree.root / "sys/fs/virtiofs/0/device")
+    tree.mountinfo("50 1 0:50 / /var/lib/data rw - virtiofs myfs rw")
+    assert tree.refusals() == [
+        "virtio transport 0000:00:04.0 carries virtio-fs share 'myfs' mounted on /var/lib/data"]
+
+
+def test_virtio_console_that_is_the_active_console(tree):
+    base = tree.virtio(3)
+    (tree.root / "sys/bus/virtio/drivers/virtio_console").mkdir(parents=True)
+    os.symlink(tree.root / "sys/bus/virtio/drivers/virtio_console", tree.root / f"{base}/driver")
+    tree.file("sys/class/tty/console/active", "ttyS0\n")
+    assert tree.refusals() == []
+    tree.file("sys/class/tty/console/active", "ttyS0 hvc0\n")
+    assert tree.refusals() == [
+        "virtio transport 0000:00:04.0 is a virtio console (virtio3) and the active console "
+        "is hvc0"]
+
+
+def test_explain_says_what_the_guards_would_refuse_and_how(tmp_path, capsys):
+    from simhost import BOOT_DISK, build_host, write_policy
+    from vfio_flavourd.cli import main
+    build_host(tmp_path).build()
+    policy = write_policy(tmp_path, f"""\
+        version: 1
+        rules:
+          - {{name: disks, match: {{address: "{BOOT_DISK}"}}, flavour: vfio}}
+        """)
+    assert main(["--root", str(tmp_path), "--policy", str(policy), "explain", BOOT_DISK]) == 0
+    out = capsys.readouterr().out
+    assert ("safety guards (block devices checked by copied-root tables: mountinfo, swaps, "
+            "holders, btrfs devices):\n"
+            "  /dev/nvme0n1p1 carries vfat mounted on /boot/efi (copied root: kernel tables)\n"
+            "  /dev/nvme0n1p2 carries ext4 mounted on / (copied root: kernel tables)\n"
+            "  apply refuses this device unless forced") in out
+    assert main(["--root", str(tmp_path), "--policy", str(policy), "explain", BOOT_DISK,
+                 "--json"]) == 0
+    g = __import__("json").loads(capsys.readouterr().out)["guards"]
+    assert g["method"].startswith("copied-root tables") and len(g["refusals"]) == 2
+
+
+def test_9p_share_hidden_from_mountinfo_is_found_by_a_test_mount(tree):
+    from vfio_flavourd import guards_virtio
+    from vfio_flavourd.mounts import Tables
+    tree.virtio(0, mount_tag="hostroot")
+    tree.virtio(1, mount_tag="spare")
+    tree.mountinfo("20 1 0:30 / / rw - overlay overlay rw,lowerdir=/mnt/hostroot")
+    sysfs = Sysfs(Root(tree.root))
+    below = list(guards._descendants(sysfs, ADDR))
+    busy = {"hostroot": True, "spare": False}
+    reasons = guards_virtio.check_9p(ADDR, guards_virtio.transports(below), Tables(sysfs),
+                                     probe=busy.__getitem__)
+    assert reasons == ["virtio transport 0000:00:04.0 carries 9p share 'hostroot', mounted "
+                       "where this mount namespace cannot see it (test mount: busy)"]
+
+    def undecided(tag):
+        raise guards_storage.Undecided("a test mount of it failed: Operation not permitted")
+    reasons = guards_virtio.check_9p(ADDR, guards_virtio.transports(below), Tables(sysfs),
+                                     probe=undecided)
+    assert len(reasons) == 2 and reasons[1] == ("virtio transport 0000:00:04.0: cannot tell whether 9p share "
+                          "'spare' is mounted (a test mount of it failed: Operation not "
+                          "permitted)")

@@ -1,0 +1,248 @@
+"""Kernel writes that may never return, run with a deadline.
+
+An unbind runs the driver's remove(), which can wait for minutes or for
+ever: 9pnet_virtio's p9_virtio_remove loops while a share is mounted, an
+NVIDIA GPU took 3 minutes, NVMe behind VMD about 15 s.  The writing task
+sleeps uninterruptibly and cannot be killed, so the write is done by a
+helper, never by the thread that decides, and past the deadline the helper
+is abandoned.
+
+On the real /sys the helper is a forked writer process: a thread stuck in
+the kernel would keep the whole process from exiting (the group leader is
+not reaped until every thread has left), so a CLI could never return.  The
+writer is handed the device's lock descriptor with each write, which keeps
+the device locked until the kernel lets it go.  In the simulated kernel, whose "kernel" is Python in
+this process, the helper is a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+import queue
+import select
+import socket
+import threading
+from typing import Callable, Optional
+
+from .errors import FlavourdError, SysfsError
+
+DEFAULT_TIMEOUT = 60.0
+# After this long the write is "slow": the daemon's other workers carry on.
+PATIENCE = 1.0
+
+
+class Stuck(FlavourdError):
+    """A write did not return within its deadline; it may still finish."""
+
+    def __init__(self, rel: str, value: str, seconds: float, helper):
+        self.rel, self.value, self.seconds, self.helper = rel, value, seconds, helper
+        super().__init__(f"write of {value.strip()!r} to {rel} did not return within "
+                         f"{seconds:g} s; the kernel is still working on it")
+
+
+class _Pending:
+    """One write in a helper thread."""
+
+    def __init__(self, fn: Callable[[], None]):
+        self.fn = fn
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._after: list = []
+
+    def run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as e:      # handed to the waiting thread
+            self.error = e
+        finally:
+            with self._lock:
+                self.done.set()
+                after, self._after = self._after, []
+            for cb in after:
+                cb()
+
+    def when_done(self, cb: Callable[[], None]) -> None:
+        """Run `cb` once the write returns (now, if it has)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._after.append(cb)
+                return
+        cb()
+
+
+def _wait(ready: Callable[[float], bool], seconds: float, on_slow) -> bool:
+    """Wait for `ready` up to `seconds`, calling on_slow() once after PATIENCE."""
+    if on_slow is not None and seconds > PATIENCE:
+        if ready(PATIENCE):
+            return True
+        on_slow()
+        return ready(seconds - PATIENCE)
+    return ready(seconds)
+
+
+class _Helper:
+    """A daemon thread that runs writes handed to it, one at a time; kept
+    for the next write, since a thread per write cost a coldplug of 4,000
+    devices about a tenth of its own time."""
+
+    def __init__(self):
+        self.jobs: "queue.SimpleQueue[_Pending]" = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="sysfs-writer", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.jobs.get().run()
+
+
+_idle: list = []
+_idle_lock = threading.Lock()
+
+
+def _release(helper: _Helper) -> None:
+    with _idle_lock:
+        _idle.append(helper)
+
+
+def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
+              on_slow=None) -> None:
+    p = _Pending(fn)
+    with _idle_lock:
+        helper = _idle.pop() if _idle else _Helper()
+    helper.jobs.put(p)
+    if not _wait(p.done.wait, seconds, on_slow):
+        # Abandoned: it rejoins the idle helpers if the kernel ever returns.
+        p.when_done(lambda: _release(helper))
+        raise Stuck(rel, value, seconds, p)
+    _release(helper)
+    if p.error is not None:
+        raise p.error
+
+
+_abandoned: list = []
+_servers: list = []
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def holding(fd: int):
+    """Writes from this thread are for the device whose lock is `fd`: the
+    writer process is handed a copy of it with each write (SCM_RIGHTS) and
+    closes it only when the write returns, so a write abandoned in the
+    kernel keeps the device locked, even after this process has exited."""
+    prev = getattr(_held, "fd", None)
+    _held.fd = fd
+    try:
+        yield
+    finally:
+        _held.fd = prev
+
+
+def _close_all_but(keep: int) -> None:
+    """Every descriptor but `keep`; 0, 1 and 2 become /dev/null, or a writer
+    left in the kernel would hold the command's output pipes open, and
+    whoever reads them (a shell's `| less`, subprocess.run) would wait on."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+
+def _serve(sock) -> None:
+    """The writer process: open(2) and write(2) for each request, the
+    errno back (0: success), with the step that failed."""
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 8192, 4)
+        if not msg:
+            return
+        path, value = msg.split(b"\0", 1)
+        step, err = b"o", 0
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            step = b"w"
+            try:
+                os.write(fd, value)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            err = e.errno or _errno.EIO
+        for f in fds:
+            os.close(f)
+        try:
+            sock.send(step + str(err).encode())
+        except OSError:         # abandoned: nobody waits for the answer
+            return
+
+
+class _Writer:
+    """A forked writer process and our end of its socket.  Forked once and
+    reused (a fork per write cost 3 to 7 ms here); replaced when abandoned."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:        # no Python-level clean-up in the child
+            try:
+                _close_all_but(theirs.fileno())
+                _serve(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.pid, self.sock = pid, ours
+
+    def when_done(self, cb: Callable[[], None]) -> None:
+        # The writer holds its own copy of the lock: ours can go now.
+        cb()
+
+    def reaped(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+
+def _reap() -> None:
+    for w in list(_abandoned):
+        if w.reaped():
+            _abandoned.remove(w)
+
+
+def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> None:
+    """open(2) and write(2) of `value` to `path` in a writer process."""
+    _reap()
+    with _idle_lock:
+        writer = _servers.pop() if _servers else None
+    if writer is None:
+        writer = _Writer()
+    held = getattr(_held, "fd", None)
+    try:
+        socket.send_fds(writer.sock, [path.encode() + b"\0" + value.encode("ascii")],
+                        [held] if held is not None else [])
+    except OSError as e:
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
+
+    def ready(t: float) -> bool:
+        return bool(select.select([writer.sock], [], [], max(t, 0))[0])
+    if not _wait(ready, seconds, on_slow):
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise Stuck(rel, value, seconds, writer)
+    report = writer.sock.recv(64)
+    if not report:
+        writer.sock.close()
+        _abandoned.append(writer)
+        raise SysfsError(rel, "the writer process died")
+    with _idle_lock:
+        _servers.append(writer)
+    step, err = report[:1], int(report[1:] or b"0")
+    if err == 0:
+        return
+    if step == b"o":
+        raise SysfsError(rel, f"cannot open for writing: {os.strerror(err)}", err)
+    raise SysfsError(rel, f"write of {value!r} failed: {os.strerror(err)}", err)
