@@ -162,7 +162,7 @@ def _serve(sock) -> None:
         path, value = msg.split(b"\0", 1)
         step, err = b"o", 0
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             step = b"w"
             try:
                 os.write(fd, value)

@@ -88,19 +88,21 @@ class Sysfs:
         except RootEscape as e:
             raise SysfsError(rel, str(e).split(": ", 1)[1]) from None
 
-
-# sysfs attributes are at most a page; anything that keeps giving more
-# (a device node planted in a copied tree) is not an attribute.
-_MAX_ATTR = 1 << 16
-
     def write_timed(self, rel: str, value: str, seconds: float, on_slow=None) -> None:
         """write(), by a helper that is abandoned after `seconds`
         (deadline.Stuck): for unbind and probe writes, which run a driver's
         remove() or probe() and may never return."""
         if not rel.startswith("sys/"):
             raise SysfsError(rel, "refusing to write outside sys/")
+        path = self.root.fspath(rel)
+        self.check_inside(rel, path)
         from .deadline import in_child
-        in_child(self.root.fspath(rel), rel, value, seconds, on_slow)
+        in_child(path, rel, value, seconds, on_slow)
+
+
+# sysfs attributes are at most a page; anything that keeps giving more
+# (a device node planted in a copied tree) is not an attribute.
+_MAX_ATTR = 1 << 16
 
 
 def _read_all(path: str) -> bytes:
