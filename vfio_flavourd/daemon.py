@@ -28,7 +28,7 @@ _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
 
 class Daemon:
     def __init__(self, ctx: Context, source, notifier, *, dry_run=False, logger=None,
-                 make_context=None, settle_timeout: float = 1.0):
+                 make_context=None, settle_timeout: float = 1.0, publisher=None):
         self.ctx = ctx
         self.source = source
         self.notifier = notifier
@@ -49,6 +49,8 @@ class Daemon:
         self.events_seen = 0
         self.handled = 0
         self._busy = False
+        # Optional publish_daemon.Publisher: fleet files after each change.
+        self.publisher = publisher
 
     # -- signals: handlers only set flags ------------------------------------------
 
@@ -114,8 +116,11 @@ class Daemon:
             decisions = actions.expand_groups(ctx, decisions)
             binder = ctx.binder(self.settle_timeout)
             for d in decisions:
+                started = time.monotonic()
                 out = actions.carry_out(ctx, binder, d, dry_run=self.dry_run)
                 self.counts[out.result] += 1
+                if self.publisher is not None:
+                    self.publisher.outcome(out, time.monotonic() - started)
                 log.log_outcome(self.log, out)
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
@@ -127,6 +132,8 @@ class Daemon:
             self.log.exception("%s: unexpected error while handling %s", address, action)
         finally:
             self.handled += 1
+            if self.publisher is not None:
+                self.publisher.changed()
 
     def _settled_failure(self, ctx, address: str) -> bool:
         """A bind event for a device we failed to move and gave back to its
@@ -220,6 +227,8 @@ class Daemon:
                       n, self.status_text(), getattr(self.source, "name", "?"),
                       extra={"fields": {"MESSAGE_ID": log.MSG_STARTED}})
         self.notifier.ready(self.status_text())
+        if self.publisher is not None:
+            self.publisher.start(self)
         if ready_hook:
             ready_hook(self)
         worker = threading.Thread(target=self._worker, name="binder", daemon=True)
@@ -231,7 +240,9 @@ class Daemon:
             self._wake.clear()
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                ok = self.reload()
+                if self.publisher is not None:
+                    self.publisher.reloaded(ok)
             if interval:
                 self.notifier.watchdog()
             text = self.status_text()
@@ -243,6 +254,8 @@ class Daemon:
         self.notifier.stopping()
         self.source.close()
         worker.join()       # finishes the device in hand, then returns
+        if self.publisher is not None:
+            self.publisher.stop()
         self.log.info("stopped: %s", self.status_text())
         return 0
 
