@@ -107,6 +107,8 @@ def held_devices(ctx, cache: FactsCache) -> list:
         if hit is not None and hit[0] == key:
             out.append(hit[1])
             continue
+        # vfio-dev/vfioX is made during the vfio probe, before the driver
+        # link (really_probe()), so it is there when the link is.
         vendor, device = _hex(sysfs.read(f"{base}/vendor")), _hex(sysfs.read(f"{base}/device"))
         if vendor is None or device is None:
             continue        # gone half-way through
