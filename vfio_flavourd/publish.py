@@ -14,11 +14,15 @@ from . import publish_cdi, publish_nfd, publish_prom
 from .errors import UsageError
 from .publish_files import write_atomic
 
+# Seconds between rewrites of the health file when nothing else happens.
+HEARTBEAT = 10.0
+
 ENV = {
     "prometheus_textfile": "VFIO_FLAVOURD_PROMETHEUS_TEXTFILE",
     "nfd_features": "VFIO_FLAVOURD_NFD_FEATURES",
     "cdi_spec": "VFIO_FLAVOURD_CDI_SPEC",
     "cdi_interface": "VFIO_FLAVOURD_CDI_INTERFACE",
+    "health_file": "VFIO_FLAVOURD_HEALTH_FILE",
 }
 
 
@@ -27,10 +31,12 @@ class Targets(NamedTuple):
     nfd_features: Optional[str] = None
     cdi_spec: Optional[str] = None
     cdi_interface: str = "group"
+    health_file: Optional[str] = None
 
     @property
     def any(self) -> bool:
-        return bool(self.prometheus_textfile or self.nfd_features or self.cdi_spec)
+        return bool(self.prometheus_textfile or self.nfd_features or self.cdi_spec
+                    or self.health_file)
 
 
 def add_options(p, optional_paths: bool) -> None:
@@ -51,6 +57,11 @@ def add_options(p, optional_paths: bool) -> None:
                    help="VFIO device nodes the CDI spec gives a container: the group "
                         "(/dev/vfio/N, default) or the iommufd cdev (/dev/vfio/devices/vfioX); "
                         f"env {ENV['cdi_interface']}")
+    if not optional_paths:
+        p.add_argument("--health-file", metavar="FILE", default=None,
+                       help="write this file after coldplug and every "
+                            f"{HEARTBEAT:.0f} s while the daemon works, for `vfio-flavourd "
+                            f"health` (a container's probes); env {ENV['health_file']}")
 
 
 def targets_from(args, environ=None) -> Targets:

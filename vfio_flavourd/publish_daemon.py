@@ -12,13 +12,16 @@ load that never ends they are never older than `max_age`.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 
 from . import log, publish_facts
 from .errors import FlavourdError
-from .publish import Targets, write_files
+from .publish import HEARTBEAT, Targets, write_files
+from .publish_files import write_atomic
 from .publish_prom import DaemonMetrics
 
 
@@ -72,6 +75,13 @@ class Publisher:
             self._thread.join()
         if self._daemon is not None:
             self.write_now()
+        if self.targets.health_file:
+            # Not healthy once stopped: a restarted daemon is ready only
+            # after its own coldplug.
+            try:
+                os.unlink(self.targets.health_file)
+            except OSError:
+                pass
 
     def _busy(self) -> bool:
         d = self._daemon
@@ -79,7 +89,9 @@ class Publisher:
 
     def _run(self) -> None:
         while True:
-            self._dirty.wait()
+            if not self._dirty.wait(HEARTBEAT):
+                self.write_health()
+                continue
             if self._stopping.is_set():
                 return
             first = time.monotonic()
@@ -115,3 +127,21 @@ class Publisher:
             self.log.info("publishing works again")
             self._failing = None
         self.writes += 1
+        self.write_health()
+
+    def write_health(self) -> None:
+        """The health file: written while the daemon's threads run, so its
+        age tells a probe whether the daemon is alive and past coldplug."""
+        if not self.targets.health_file:
+            return
+        d = self._daemon
+        if d is None or d._reader_done.is_set() or d._stop.is_set():
+            return
+        try:
+            write_atomic(self.targets.health_file, json.dumps({
+                "pid": os.getpid(), "time": round(time.time(), 3),
+                "status": d.status_text()}) + "\n")
+        except FlavourdError as e:
+            if str(e) != self._failing:
+                self.log.error("health file: %s", e)
+                self._failing = str(e)

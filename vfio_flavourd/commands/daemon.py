@@ -26,8 +26,17 @@ def run(ctx, args) -> int:
     from ..notify import Notifier
 
     logger = log.setup(verbose=args.verbose)
+    kernel = getattr(ctx.sysfs, "kernel", None)
+    if kernel is not None:
+        # --simulate: the simulated kernel's uevents, not the host's.
+        from ..events import FakeSource
+        source = FakeSource()
+        kernel.subscribe(source.push_uevent)
+        source.name = "simulated kernel"
+    else:
+        source = None
     try:
-        source = UdevSource(args.source, logger=logger)
+        source = source or UdevSource(args.source, logger=logger)
     except ImportError:
         raise FlavourdError("the daemon needs pyudev (Debian: apt install python3-pyudev)") \
             from None

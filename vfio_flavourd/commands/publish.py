@@ -19,7 +19,7 @@ def run(ctx, args) -> int:
     from .. import publish_facts
     from ..publish import targets_from, write_files
     targets = targets_from(args)
-    if not targets.any:
+    if not (targets.prometheus_textfile or targets.nfd_features or targets.cdi_spec):
         raise UsageError("publish: nothing to write; give --prometheus-textfile FILE, "
                          "--nfd-features [FILE] or --cdi-spec [FILE]")
     facts = publish_facts.gather(ctx)
