@@ -67,3 +67,15 @@ class PublishingDaemon:
         self.daemon.request_stop()
         self.thread.join(60)
         assert not self.thread.is_alive(), "the daemon did not stop"
+
+
+def run_example(tmp_path, targets: Targets):
+    """The example host, a publishing daemon over it until idle and stopped:
+    (kernel, its state, the variant modules its kernel offers)."""
+    kernel = virt_server(tmp_path)
+    with PublishingDaemon(kernel, targets) as pd:
+        pd.idle()
+        ctx = pd.daemon.ctx
+        state = ctx.state.read()
+        variants = sorted(m for m in ctx.index.modules() if m != "vfio_pci")
+    return kernel, state, variants

@@ -8,7 +8,7 @@ from vfio_flavourd import publish_cdi
 from vfio_flavourd.publish import Targets
 from vfio_flavourd.publish_facts import Facts, HeldDevice
 
-from fleet_host import PublishingDaemon, virt_server
+from fleet_host import PublishingDaemon, run_example, virt_server
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -60,10 +60,7 @@ def test_the_schema_catches_a_broken_spec():
 
 def test_example_host_spec_group_interface(tmp_path):
     path = tmp_path / "cdi" / "vfio-flavourd.json"
-    kernel = virt_server(tmp_path)
-    with PublishingDaemon(kernel, Targets(cdi_spec=str(path))) as pd:
-        pd.idle()
-        state = pd.daemon.ctx.state.read()
+    kernel, state, _ = run_example(tmp_path, Targets(cdi_spec=str(path)))
     spec = json.loads(path.read_text())
     check(spec)
     assert spec["cdiVersion"] == "0.6.0" and spec["kind"] == "vfio-flavourd.io/pci"

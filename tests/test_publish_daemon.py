@@ -24,12 +24,16 @@ class BusyDaemon:
         return "busy"
 
 
-def test_waits_for_the_backlog_then_writes(tmp_path):
-    kernel = virt_server(tmp_path)
-    d = BusyDaemon(make_ctx(kernel))
-    p = Publisher(Targets(prometheus_textfile=str(tmp_path / "m.prom")), quiet_logger(),
-                  interval=0.1, max_age=2.0)
+def started(tmp_path, targets=None, **kw):
+    d = BusyDaemon(make_ctx(virt_server(tmp_path)))
+    p = Publisher(targets or Targets(prometheus_textfile=str(tmp_path / "m.prom")),
+                  quiet_logger(), **kw)
     p.start(d)
+    return d, p
+
+
+def test_waits_for_the_backlog_then_writes(tmp_path):
+    d, p = started(tmp_path, interval=0.1, max_age=2.0)
     assert p.writes == 1                  # the start-up round
     time.sleep(0.2)
     p.changed()
@@ -45,11 +49,7 @@ def test_waits_for_the_backlog_then_writes(tmp_path):
 
 
 def test_a_backlog_that_never_drains_still_gets_written_after_max_age(tmp_path):
-    kernel = virt_server(tmp_path)
-    d = BusyDaemon(make_ctx(kernel))
-    p = Publisher(Targets(prometheus_textfile=str(tmp_path / "m.prom")), quiet_logger(),
-                  interval=0.1, max_age=0.6)
-    p.start(d)
+    d, p = started(tmp_path, interval=0.1, max_age=0.6)
     time.sleep(0.15)
     t0 = time.monotonic()
     p.changed()
@@ -61,11 +61,8 @@ def test_a_backlog_that_never_drains_still_gets_written_after_max_age(tmp_path):
 
 
 def test_health_file_only_while_running(tmp_path):
-    kernel = virt_server(tmp_path)
-    d = BusyDaemon(make_ctx(kernel))
     health = tmp_path / "health"
-    p = Publisher(Targets(health_file=str(health)), quiet_logger())
-    p.start(d)
+    d, p = started(tmp_path, Targets(health_file=str(health)))
     assert '"status": "busy"' in health.read_text()
     p.stop()
     assert not health.exists()

@@ -7,7 +7,7 @@ from vfio_flavourd.migration import implements_migration
 from vfio_flavourd.publish import Targets
 from vfio_flavourd.publish_facts import Facts, HeldDevice
 
-from fleet_host import PublishingDaemon, virt_server
+from fleet_host import run_example
 
 # NFD's rules for a local-source feature file, restated here from its docs
 # (docs/usage/customization-guide.md, "Local feature source" and "Node
@@ -58,11 +58,7 @@ def dev(address, vendor, device, driver, module):
 
 def test_the_example_host_file(tmp_path):
     path = tmp_path / "features.d" / "vfio-flavourd"
-    kernel = virt_server(tmp_path)
-    with PublishingDaemon(kernel, Targets(nfd_features=str(path))) as pd:
-        pd.idle()
-        state = pd.daemon.ctx.state.read()
-        variants = sorted(m for m in pd.daemon.ctx.index.modules() if m != "vfio_pci")
+    kernel, state, variants = run_example(tmp_path, Targets(nfd_features=str(path)))
     text = path.read_text()
     assert nfd_violations(text) == []
     got = labels(text)
