@@ -11,6 +11,7 @@ from vfio_flavourd.publish_facts import Facts, HeldDevice
 from fleet_host import PublishingDaemon, run_example, virt_server
 
 jsonschema = pytest.importorskip("jsonschema")
+pytest.importorskip("referencing")     # jsonschema 4.18+, as the test extras require
 
 SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "cdi_schema")
 # CDI's own name rules (pkg/parser/parser.go in container-device-interface):
