@@ -234,15 +234,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def scrape(port, deadline):
+def scrape(proc, port, log, deadline):
+    """The exporter's /metrics once it listens; None when it exited first."""
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 return r.read().decode()
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            if proc.poll() is not None:
+                return None
+            assert time.monotonic() < deadline, \
+                "node_exporter did not answer within 60 s:\n" + log.read_text()[-2000:]
+            time.sleep(0.2)
 
 
 def test_node_exporter_serves_the_metrics(tmp_path):
@@ -253,22 +256,24 @@ def test_node_exporter_serves_the_metrics(tmp_path):
             prometheus_textfile=str(textdir / "vfio-flavourd.prom"))) as pd:
         pd.idle()
     written = samples((textdir / "vfio-flavourd.prom").read_text())
+    log = tmp_path / "node_exporter.log"
+    text = None
     for attempt in range(3):     # a port taken between free_port() and the bind
         port = free_port()
-        proc = subprocess.Popen(
-            [exporter, f"--web.listen-address=127.0.0.1:{port}",
-             "--collector.disable-defaults", "--collector.textfile",
-             f"--collector.textfile.directory={textdir}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(log, "w") as err:
+            proc = subprocess.Popen(
+                [exporter, f"--web.listen-address=127.0.0.1:{port}",
+                 "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={textdir}"],
+                stdout=subprocess.DEVNULL, stderr=err)
         try:
-            text = scrape(port, time.monotonic() + 15)
-            break
-        except OSError:
-            if proc.poll() is None or attempt == 2:
-                raise
+            text = scrape(proc, port, log, time.monotonic() + 60)
         finally:
             proc.terminate()
             proc.wait(10)
+        if text is not None or "address already in use" not in log.read_text():
+            break
+    assert text is not None, "node_exporter exited:\n" + log.read_text()[-2000:]
     served = samples(text)
     assert served == written
     assert samples(text, "node_textfile_scrape_error")[("node_textfile_scrape_error",
