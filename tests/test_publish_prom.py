@@ -238,7 +238,10 @@ def scrape(proc, port, log, deadline):
     """The exporter's /metrics once it listens; None when it exited first."""
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            # No proxy: pybuild sets http_proxy=http://127.0.0.1:9/ to keep
+            # package builds off the network, which would catch this too.
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 return r.read().decode()
         except OSError:
             if proc.poll() is not None:
