@@ -33,7 +33,7 @@ def started(tmp_path, targets=None, **kw):
 
 
 def test_waits_for_the_backlog_then_writes(tmp_path):
-    d, p = started(tmp_path, interval=0.1, max_age=2.0)
+    d, p = started(tmp_path, interval=0.1, max_age=60.0)
     assert p.writes == 1                  # the start-up round
     time.sleep(0.2)
     p.changed()
@@ -56,7 +56,7 @@ def test_a_backlog_that_never_drains_still_gets_written_after_max_age(tmp_path):
     while p.writes < 2 and time.monotonic() - t0 < 3:
         time.sleep(0.02)
     waited = time.monotonic() - t0
-    assert p.writes == 2 and 0.5 <= waited < 1.5, waited
+    assert p.writes == 2 and 0.5 <= waited < 5, waited     # 0.6 s, slower under load
     p.stop()
 
 
