@@ -30,13 +30,14 @@ def quiet_logger() -> logging.Logger:
     return logger
 
 
-def start_daemon(kernel) -> Daemon:
+def start_daemon(kernel, publisher=None) -> Daemon:
     """A daemon fed by the kernel's uevents; returns once coldplug is done
     and it reported ready."""
     source = FakeSource()
     kernel.subscribe(source.push_uevent)
     d = Daemon(context(kernel), source, Notifier(environ={}), logger=quiet_logger(),
-               make_context=lambda old: context(kernel), settle_timeout=0)
+               make_context=lambda old: context(kernel), settle_timeout=0,
+               publisher=publisher)
     ready = threading.Event()
     t = threading.Thread(target=d.run, kwargs={"ready_hook": lambda _: ready.set()},
                          daemon=True)

@@ -49,12 +49,14 @@ FIXED = {
     "/usr/libexec/vfio-flavourd/vfio-flavourd-udev": 0o755,
     "/usr/lib/vfio-flavourd/policy.d/10-defaults.yaml": 0o644,
     "/etc/vfio-flavourd/policy.d/50-local.yaml": 0o644,
+    "/etc/default/vfio-flavourd": 0o644,
     "/usr/share/man/man8/vfio-flavourd.8.gz": 0o644,
     "/usr/share/man/man5/vfio-flavourd-policy.5.gz": 0o644,
     "/usr/share/bash-completion/completions/vfio-flavourd": 0o644,
     "/usr/share/doc/vfio-flavourd/copyright": 0o644,
     "/usr/share/doc/vfio-flavourd/changelog.Debian.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/migration.md.gz": 0o644,
+    "/usr/share/doc/vfio-flavourd/kubernetes.md.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/README.md.gz": 0o644,
     "/usr/share/lintian/overrides/vfio-flavourd": 0o644,
 }
@@ -165,11 +167,12 @@ def test_deb_ships_exactly_the_expected_files(built):
     assert wrong == {}
 
 
-def test_deb_conffiles_are_the_admin_policy_only(built, tmp_path):
+def test_deb_conffiles_are_the_admin_policy_and_the_unit_environment(built, tmp_path):
     r = run(["dpkg-deb", "-e", built.deb, tmp_path / "control"])
     assert r.returncode == 0, r.stderr
     conffiles = (tmp_path / "control/conffiles").read_text().split()
-    assert conffiles == ["/etc/vfio-flavourd/policy.d/50-local.yaml"]
+    assert sorted(conffiles) == ["/etc/default/vfio-flavourd",
+                                 "/etc/vfio-flavourd/policy.d/50-local.yaml"]
 
 
 def test_deb_control_fields(built):

@@ -36,7 +36,7 @@ _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
 
 class Daemon:
     def __init__(self, ctx: Context, source, notifier, *, dry_run=False, logger=None,
-                 make_context=None, settle_timeout: float = 1.0):
+                 make_context=None, settle_timeout: float = 1.0, publisher=None):
         self.ctx = ctx
         self.source = source
         self.notifier = notifier
@@ -60,6 +60,8 @@ class Daemon:
         self._parked: set = set()       # ... of which waiting on a slow write
         self._workers = 0
         self._stuck: set = set()
+        # Optional publish_daemon.Publisher: fleet files after each change.
+        self.publisher = publisher
 
     @property
     def _busy(self) -> bool:
@@ -162,7 +164,11 @@ class Daemon:
             decisions = actions.expand_groups(ctx, decisions)
             binder = ctx.binder(self.settle_timeout, on_slow=self._slow)
             for d in decisions:
-                self._record(actions.carry_out(ctx, binder, d, dry_run=self.dry_run))
+                started = time.monotonic()
+                out = actions.carry_out(ctx, binder, d, dry_run=self.dry_run)
+                if self.publisher is not None:
+                    self.publisher.outcome(out, time.monotonic() - started)
+                self._record(out)
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
@@ -173,6 +179,8 @@ class Daemon:
             self.log.exception("%s: unexpected error while handling %s", address, action)
         finally:
             self.handled += 1
+            if self.publisher is not None:
+                self.publisher.changed()
 
     def _record(self, out) -> None:
         self.counts[out.result] += 1
@@ -304,6 +312,8 @@ class Daemon:
                       n, self.status_text(), getattr(self.source, "name", "?"),
                       extra={"fields": {"MESSAGE_ID": log.MSG_STARTED}})
         self.notifier.ready(self.status_text())
+        if self.publisher is not None:
+            self.publisher.start(self)
         if ready_hook:
             ready_hook(self)
         interval = self.notifier.watchdog_interval()
@@ -313,7 +323,9 @@ class Daemon:
             self._wake.clear()
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                ok = self.reload()
+                if self.publisher is not None:
+                    self.publisher.reloaded(ok)
             if interval:
                 self.notifier.watchdog()
             text = self.status_text()
@@ -328,6 +340,8 @@ class Daemon:
         with self._cond:    # and so do spare workers (each write has its deadline)
             while self._in_hand:
                 self._cond.wait(0.5)
+        if self.publisher is not None:
+            self.publisher.stop()
         self.log.info("stopped: %s", self.status_text())
         return 0
 

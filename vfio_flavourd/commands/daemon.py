@@ -15,6 +15,8 @@ def add_arguments(p) -> None:
                    help="uevents after udev's rules (default when udevd runs) or raw "
                         "kernel events")
     p.add_argument("--verbose", "-v", action="store_true", help="log kept/skipped devices too")
+    from ..publish import add_options
+    add_options(p, optional_paths=False)
 
 
 def run(ctx, args) -> int:
@@ -24,13 +26,29 @@ def run(ctx, args) -> int:
     from ..notify import Notifier
 
     logger = log.setup(verbose=args.verbose)
+    kernel = getattr(ctx.sysfs, "kernel", None)
+    if kernel is not None:
+        # --simulate: the simulated kernel's uevents, not the host's.
+        from ..events import FakeSource
+        source = FakeSource()
+        kernel.subscribe(source.push_uevent)
+        source.name = "simulated kernel"
+    else:
+        source = None
     try:
-        source = UdevSource(args.source, logger=logger)
+        source = source or UdevSource(args.source, logger=logger)
     except ImportError:
         raise FlavourdError("the daemon needs pyudev (Debian: apt install python3-pyudev)") \
             from None
     except OSError as e:
         raise FlavourdError(f"cannot listen for uevents: {e}") from None
-    d = Daemon(ctx, source, Notifier(), dry_run=args.dry_run, logger=logger)
+    from ..publish import targets_from
+    targets = targets_from(args)
+    publisher = None
+    if targets.any:
+        from ..publish_daemon import Publisher
+        publisher = Publisher(targets, logger)
+    d = Daemon(ctx, source, Notifier(), dry_run=args.dry_run, logger=logger,
+               publisher=publisher)
     d.install_signal_handlers()
     return d.run()
