@@ -11,8 +11,8 @@ On the real /sys the helper is a forked writer process: a thread stuck in
 the kernel would keep the whole process from exiting (the group leader is
 not reaped until every thread has left), so a CLI could never return.  The
 writer is handed the device's lock descriptor with each write, which keeps
-the device locked until the kernel lets it go.  In the simulated kernel, whose "kernel" is Python in
-this process, the helper is a thread.
+the device locked until the kernel lets it go.  In the simulated kernel,
+whose "kernel" is Python in this process, the helper is a thread.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
         raise p.error
 
 
-_abandoned: list = []
-_servers: list = []
+_abandoned: list = []       # writers left in the kernel, reaped once they exit
+_writers: list = []         # idle writers
 _held = threading.local()
 
 
@@ -215,7 +215,7 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> N
     """open(2) and write(2) of `value` to `path` in a writer process."""
     _reap()
     with _idle_lock:
-        writer = _servers.pop() if _servers else None
+        writer = _writers.pop() if _writers else None
     if writer is None:
         writer = _Writer()
     held = getattr(_held, "fd", None)
@@ -239,7 +239,7 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> N
         _abandoned.append(writer)
         raise SysfsError(rel, "the writer process died")
     with _idle_lock:
-        _servers.append(writer)
+        _writers.append(writer)
     step, err = report[:1], int(report[1:] or b"0")
     if err == 0:
         return
