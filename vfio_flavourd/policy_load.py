@@ -368,13 +368,13 @@ def discover(policy_dirs) -> list:
             names = sorted(os.listdir(d))
         except FileNotFoundError:
             continue
+        except NotADirectoryError:
+            # A file (or anything else) where a policy directory, or a
+            # directory above it, should be is a broken policy, not an
+            # empty one.
+            raise PolicyError([_not_a_directory(Path(d))]) from None
         except OSError as e:
-            # A file (or anything else) where a policy directory should be
-            # is a broken policy, not an empty one.
-            what = e.strerror or str(e)
-            if isinstance(e, NotADirectoryError):
-                what = f"expected a directory of *.yaml files, found {_kind(d)}"
-            raise PolicyError([Problem(str(d), 1, 1, "", what)]) from None
+            raise PolicyError([Problem(str(d), 1, 1, "", e.strerror or str(e))]) from None
         for name in names:
             if not name.endswith(".yaml") or name.startswith("."):
                 continue
@@ -387,12 +387,19 @@ def discover(policy_dirs) -> list:
     return [chosen[n] for n in sorted(chosen)]
 
 
-def _kind(path) -> str:
+def _not_a_directory(d: Path) -> Problem:
+    """The problem with `d`, or with the first thing above it that is not
+    a directory (run/vfio-flavourd as a file hides run/.../policy.d)."""
     from .safeio import kind
-    try:
-        return kind(os.stat(path).st_mode)
-    except OSError as e:
-        return e.strerror or str(e)
+    for p in (d, *d.parents):
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISDIR(mode):
+            what = "a directory of *.yaml files" if p == d else "a directory"
+            return Problem(str(p), 1, 1, "", f"expected {what}, found {kind(mode)}")
+    return Problem(str(d), 1, 1, "", "not a directory")
 
 
 def _is_disabled(path: Path) -> bool:
