@@ -9,9 +9,7 @@ yields rules.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -21,6 +19,8 @@ import yaml
 from .errors import PolicyError
 from .modprobe import normalise_module, valid_module_name
 from .policy import FLAVOURS, GROUP_MODES, ClassPrefix, Match, Policy, PolicyFile, Rule
+from .policy_files import discover  # noqa: F401  (re-exported: commands use it)
+from .policy_yaml import compose
 from .safeio import read_text
 
 # Whole-string patterns, used with fullmatch: "$" also matches before a
@@ -300,50 +300,6 @@ class _Checker:
         return [self.rule(n, f"rules[{i}]") for i, n in enumerate(rnode.value)]
 
 
-# A policy is four levels deep (rules, a rule, match, a list); 500 levels
-# blew Python's recursion limit inside PyYAML's composer.
-MAX_DEPTH = 32
-MAX_ALIASES = 10000
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose composer refuses documents nested deeper than
-    MAX_DEPTH, with the line of the node that went too deep."""
-
-    def compose_document(self):
-        self._depth = self._aliases = 0
-        return super().compose_document()
-
-    def compose_node(self, parent, index):
-        self._depth += 1
-        try:
-            if self.check_event(yaml.AliasEvent):
-                # Composing shares aliased nodes and the checker visits each
-                # once, so even a "billion laughs" costs little; this bounds
-                # the rest of the work such a document can ask for.
-                self._aliases += 1
-                if self._aliases > MAX_ALIASES:
-                    raise yaml.composer.ComposerError(
-                        None, None, f"more than {MAX_ALIASES} aliases",
-                        self.peek_event().start_mark)
-            if self._depth > MAX_DEPTH and not self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def compose(text: str):
-    """The node tree of one YAML document (None when empty)."""
-    loader = _Loader(text)
-    try:
-        return loader.get_single_node()
-    finally:
-        loader.dispose()
-
-
 def parse_file(path: Path, problems: list, display: Optional[str] = None) -> list:
     """The rules of one policy file (None entries for invalid rules)."""
     shown = display or str(path)
@@ -372,55 +328,6 @@ def parse_file(path: Path, problems: list, display: Optional[str] = None) -> lis
         problems.append(Problem(shown, 1, 1, "", f"YAML error: {e}"))
         return []
     return _Checker(shown, problems).document(node)
-
-
-def discover(policy_dirs) -> list:
-    """PolicyFiles from the layered directories: a name in a later directory
-    masks the same name in earlier ones; the survivors are read in order of
-    file name."""
-    chosen: dict = {}
-    for d in policy_dirs:
-        try:
-            names = sorted(os.listdir(d))
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            # A file (or anything else) where a policy directory should be
-            # is a broken policy, not an empty one.
-            what = e.strerror or str(e)
-            if isinstance(e, NotADirectoryError):
-                what = f"expected a directory of *.yaml files, found {_kind(d)}"
-            raise PolicyError([Problem(str(d), 1, 1, "", what)]) from None
-        for name in names:
-            if not name.endswith(".yaml") or name.startswith("."):
-                continue
-            path = Path(d) / name
-            masks = ()
-            if name in chosen:
-                masks = chosen[name].masks + (chosen[name].path,)
-            disabled = _is_disabled(path)
-            chosen[name] = PolicyFile(path, str(d), masks, disabled)
-    return [chosen[n] for n in sorted(chosen)]
-
-
-def _kind(path) -> str:
-    from .safeio import kind
-    try:
-        return kind(os.stat(path).st_mode)
-    except OSError as e:
-        return e.strerror or str(e)
-
-
-def _is_disabled(path: Path) -> bool:
-    """An empty regular file or a link to /dev/null.  Anything else that
-    is not a regular file (a FIFO has size 0 too) is read, and refused."""
-    try:
-        if path.is_symlink() and os.readlink(path) == "/dev/null":
-            return True
-        st = path.stat()
-        return stat.S_ISREG(st.st_mode) and st.st_size == 0
-    except OSError:
-        return False
 
 
 def load(files) -> Policy:
