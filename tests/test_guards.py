@@ -262,3 +262,28 @@ def test_9p_share_hidden_from_mountinfo_is_found_by_a_test_mount(tree):
     assert len(reasons) == 2 and reasons[1] == ("virtio transport 0000:00:04.0: cannot tell whether 9p share "
                           "'spare' is mounted (a test mount of it failed: Operation not "
                           "permitted)")
+
+
+def test_operstate_that_cannot_be_read_refuses_and_never_blocks(tmp_path):
+    """A FIFO where a NIC's operstate should be: no hang, and the guard,
+    unable to decide, refuses."""
+    import threading
+    from vfio_flavourd import guards
+    from vfio_flavourd.pci import read_device
+    addr = "0000:05:00.0"
+    dev_dir = tmp_path / "sys/devices/pci0000:00" / addr
+    (dev_dir / "net/eth9").mkdir(parents=True)
+    os.mkfifo(dev_dir / "net/eth9/operstate")
+    os.symlink("../../../../../class/net", dev_dir / "net/eth9/subsystem")
+    for attr, value in (("vendor", "0x8086"), ("device", "0x10d3"), ("class", "0x020000")):
+        (dev_dir / attr).write_text(value + "\n")
+    (tmp_path / "sys/bus/pci/devices").mkdir(parents=True)
+    os.symlink(f"../../../devices/pci0000:00/{addr}", tmp_path / f"sys/bus/pci/devices/{addr}")
+    sysfs = Sysfs(Root(tmp_path))
+    dev = read_device(sysfs, addr)
+    got = []
+    t = threading.Thread(target=lambda: got.append(guards.check_network(sysfs, dev)), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "reading a FIFO operstate blocked"
+    assert len(got[0]) == 1 and "eth9: cannot read operstate" in got[0][0], got

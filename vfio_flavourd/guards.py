@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from . import guards_storage, guards_virtio
+from . import guards_storage, guards_virtio, safeio
 from .pci import PciDevice
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
@@ -98,9 +98,12 @@ def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
     reasons = []
     for name, path in net_interfaces(sysfs, dev.address, below):
         try:
-            with open(os.path.join(path, "operstate")) as f:
-                state = f.read().strip()
-        except OSError:
+            # Not open(): a FIFO planted in a copied tree would block it.
+            state = safeio.read_text(os.path.join(path, "operstate"), errors="replace").strip()
+        except OSError as e:
+            # Cannot decide whether it carries traffic: refuse.
+            reasons.append(f"network interface {name}: cannot read operstate "
+                           f"({e.strerror or e}); refusing rather than guessing")
             continue
         if state != "up":
             continue
