@@ -57,6 +57,9 @@ FIXED = {
     "/usr/share/doc/vfio-flavourd/migration.md.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/README.md.gz": 0o644,
     "/usr/share/lintian/overrides/vfio-flavourd": 0o644,
+    "/usr/share/initramfs-tools/hooks/vfio-flavourd": 0o755,
+    "/usr/lib/dracut/modules.d/90vfio-flavourd/module-setup.sh": 0o755,
+    "/etc/kernel/postinst.d/zz-vfio-flavourd": 0o755,
 }
 
 
@@ -165,11 +168,12 @@ def test_deb_ships_exactly_the_expected_files(built):
     assert wrong == {}
 
 
-def test_deb_conffiles_are_the_admin_policy_only(built, tmp_path):
+def test_deb_conffiles_are_the_admin_policy_and_kernel_hook(built, tmp_path):
     r = run(["dpkg-deb", "-e", built.deb, tmp_path / "control"])
     assert r.returncode == 0, r.stderr
     conffiles = (tmp_path / "control/conffiles").read_text().split()
-    assert conffiles == ["/etc/vfio-flavourd/policy.d/50-local.yaml"]
+    assert sorted(conffiles) == ["/etc/kernel/postinst.d/zz-vfio-flavourd",
+                                 "/etc/vfio-flavourd/policy.d/50-local.yaml"]
 
 
 def test_deb_control_fields(built):
@@ -182,6 +186,10 @@ def test_deb_control_fields(built):
     assert {"kmod", "python3-yaml", "python3-pyudev", "python3-systemd"} <= depends
     assert any(d.startswith("python3") and d.endswith(":any") or d == "python3"
                for d in depends), depends
+    # The initramfs builders are optional: a hook for each, neither required.
+    assert field("Suggests") == "initramfs-tools | dracut"
+    assert field("Enhances") == "dracut, initramfs-tools"
+    assert not {"initramfs-tools", "dracut"} & depends
 
 
 def test_maintainer_scripts_are_debhelpers_alone(built, tmp_path):

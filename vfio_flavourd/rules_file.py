@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from . import __version__
-from .rules_compile import Compiled
+from .rules_compile import Compiled, compile_rules
 
 SOURCE = "# source: "
 # Sorts before 80-drivers.rules, whose kmod builtin loads the host driver,
@@ -84,6 +84,15 @@ def render(compiled: Compiled, source_lines: list, *, initramfs: bool = False,
     if compiled.modules:
         head.append("# modules: " + " ".join(compiled.modules))
     return "\n".join(head + [""] + compiled.lines) + "\n"
+
+
+def generate(ctx, initramfs: bool = False) -> tuple:
+    """(text, compiled) for the context's root, policy and kernel."""
+    shown = origin_shown(ctx.root)
+    compiled = compile_rules(ctx.policy, ctx.index, callout=not initramfs,
+                             daemon=not initramfs, shown=shown)
+    text = render(compiled, sources(ctx.root, ctx.policy), initramfs=initramfs, shown=shown)
+    return text, compiled
 
 
 def write_atomic(path: Path, text: str) -> None:

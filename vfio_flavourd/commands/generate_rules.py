@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
-from ..rules_compile import compile_rules
-from ..rules_file import origin_shown, render, sources, staleness, write_atomic
+from ..rules_file import generate, staleness, write_atomic
 
 NAME = "generate-rules"
 HELP = "compile the policy into native udev rules (no program runs at a PCI add event)"
@@ -22,15 +21,6 @@ def add_arguments(p) -> None:
     p.add_argument("--initramfs", action="store_true",
                    help="rules for an initramfs: no callout and no systemd unit; what "
                         "udev cannot decide is left for the running system")
-
-
-def generate(ctx, initramfs: bool = False) -> tuple:
-    """(text, compiled) for the context's root, policy and kernel."""
-    shown = origin_shown(ctx.root)
-    compiled = compile_rules(ctx.policy, ctx.index, callout=not initramfs,
-                             daemon=not initramfs, shown=shown)
-    text = render(compiled, sources(ctx.root, ctx.policy), initramfs=initramfs, shown=shown)
-    return text, compiled
 
 
 def run(ctx, args) -> int:
