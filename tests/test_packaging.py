@@ -55,6 +55,7 @@ FIXED = {
     "/usr/share/doc/vfio-flavourd/copyright": 0o644,
     "/usr/share/doc/vfio-flavourd/changelog.Debian.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/migration.md.gz": 0o644,
+    "/usr/share/doc/vfio-flavourd/native-rules.md.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/README.md.gz": 0o644,
     "/usr/share/lintian/overrides/vfio-flavourd": 0o644,
     "/usr/share/initramfs-tools/hooks/vfio-flavourd": 0o755,
