@@ -172,3 +172,22 @@ def test_check_config_warns_when_a_hook_never_ran(host, capsys):
     assert err == (f"vfio-flavourd: warning: the initramfs of kernel {RELEASE} has no "
                    "vfio-flavourd rules, but the policy claims devices there; run "
                    "update-initramfs -u (or dracut -f) so that boot follows today's policy\n")
+
+
+def test_status_warns_as_check_config_does(host, tmp_path, capsys):
+    run_hook(host, tmp_path)
+    policy = host / POLICY
+    policy.write_text(policy.read_text().replace("variants: false", "variants: true"))
+    capsys.readouterr()
+    assert main(["--root", str(host), "status"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"vfio-flavourd: warning: the initramfs of kernel {RELEASE} holds "
+                          "rules older than the policy")
+
+
+def test_a_broken_policy_gives_status_no_initramfs_warning(host, tmp_path, capsys):
+    run_hook(host, tmp_path)
+    (host / POLICY).write_text("version: 1\nrules:\n  - name: x\n")
+    capsys.readouterr()
+    assert main(["--root", str(host), "status"]) == 0
+    assert "initramfs" not in capsys.readouterr().err

@@ -24,7 +24,6 @@ their host driver, e1000e, which is in the image, never touched them.
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import setup  # noqa: E402  (tests/vm/setup.py)
 
-DEBS = ["initramfs-tools", "initramfs-tools-core", "klibc-utils", "libklibc", "busybox"]
+DEBS = ["initramfs-tools", "initramfs-tools-core", "klibc-utils", "libklibc", "busybox",
+        "dracut-core"]
 POLICY = """\
 version: 1
 rules:
@@ -50,7 +50,9 @@ INITRAMFS_CONF = "MODULES=list\nBUSYBOX=y\nCOMPRESS=gzip\nRESUME=none\n"
 
 def tools_layer(cache):
     """initramfs-tools and what its hooks need, unpacked once into the cache."""
-    layer = os.path.join(cache, "initramfs-tools")
+    import hashlib
+    key = hashlib.sha256(" ".join(DEBS).encode()).hexdigest()[:12]
+    layer = os.path.join(cache, f"initramfs-tools-{key}")
     if os.path.exists(os.path.join(layer, ".done")):
         return layer
     tmp = tempfile.mkdtemp(dir=cache, prefix=".itools-")
@@ -93,6 +95,10 @@ def build_image(manifest, work):
     # /usr/sbin/vfio-flavourd inside the namespace: this checkout.
     for d in ("usr-up/sbin", "usr-work", "etc-up", "etc-work", "tmp"):
         os.makedirs(os.path.join(work, d))
+    dracut_mod = os.path.join(work, "usr-up/lib/dracut/modules.d/90vfio-flavourd")
+    os.makedirs(dracut_mod)
+    subprocess.run(["cp", os.path.join(REPO, "initramfs/dracut/90vfio-flavourd/module-setup.sh"),
+                    dracut_mod], check=True)
     tool = os.path.join(work, "usr-up/sbin/vfio-flavourd")
     python = os.path.join(REPO, ".venv/bin/python")
     with open(tool, "w") as f:
@@ -110,6 +116,10 @@ mount -t overlay proof-usr -o lowerdir={lowers_usr},upperdir={work}/usr-up,workd
 mount -t overlay proof-etc -o lowerdir={lowers_etc},upperdir={work}/etc-up,workdir={work}/etc-work /etc
 mount -t overlay proof-boot -o lowerdir={os.path.dirname(manifest["vmlinuz"])}:/boot /boot
 mkinitramfs -d {conf} -o {image} {kver}
+# The same policy through dracut, with only what the module needs.
+dracut --force --no-hostonly --no-early-microcode --kver {kver} --tmpdir {work}/tmp \
+    --modules "base udev-rules vfio-flavourd" {image}.dracut
+lsinitrd {image}.dracut > {work}/dracut-listing
 """
     env = dict(os.environ, TMPDIR=os.path.join(work, "tmp"), VFIO_FLAVOURD_ROOT=vroot)
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -120,7 +130,9 @@ mkinitramfs -d {conf} -o {image} {kver}
                               f"mount -t overlay p -o lowerdir={lowers_usr},upperdir={work}/usr-up,"
                               f"workdir={work}/usr-work /usr && lsinitramfs {image}"],
                              stdout=subprocess.PIPE, text=True, check=True).stdout.split()
-    return image, listing, proc.stdout
+    with open(os.path.join(work, "dracut-listing")) as f:
+        dracut_listing = f.read()
+    return image, listing, dracut_listing, proc.stdout
 
 
 def boot(manifest, image, timeout=300):
@@ -140,6 +152,16 @@ def boot(manifest, image, timeout=300):
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout, errors="replace")
     return proc.stdout
+
+
+def check_dracut(listing):
+    """dracut's image is inspected, not booted (its init wants a root)."""
+    fails = []
+    for need in ("usr/lib/udev/rules.d/70-vfio-flavourd.rules", "vfio-pci.ko",
+                 "virtio-vfio-pci.ko", "vfio_iommu_type1.ko"):
+        if need not in listing:
+            fails.append(f"the dracut image has no {need}")
+    return fails
 
 
 def check(listing, console):
@@ -180,13 +202,16 @@ def main():
         sys.exit("initramfs-proof: run as root (unshare -m and mounts)")
     manifest = setup.ensure()
     with tempfile.TemporaryDirectory(prefix="vfio-flavourd-initramfs-") as work:
-        image, listing, build_log = build_image(manifest, work)
+        image, listing, dracut_listing, build_log = build_image(manifest, work)
         console = boot(manifest, image)
     facts, fails = check(listing, console)
+    fails += check_dracut(dracut_listing)
     for f in facts:
         print(f"initramfs-proof: guest: {f}")
     result = {"facts": facts, "failures": fails,
-              "image_vfio_files": sorted(p for p in listing if "vfio" in p)}
+              "image_vfio_files": sorted(p for p in listing if "vfio" in p),
+              "dracut_image_vfio_files": sorted(ln.split()[-1] for ln in
+                                                dracut_listing.splitlines() if "vfio" in ln)}
     print(json.dumps(result, indent=2))
     if fails:
         print("initramfs-proof: FAILED\n" + "\n".join(fails) + "\n----- console -----\n"
