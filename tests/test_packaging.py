@@ -212,8 +212,11 @@ def test_maintainer_scripts_are_debhelpers_alone(built, tmp_path):
         assert leftover == [], f"{name} has lines debhelper did not write: {leftover}"
     unit = f"'{PKG}.service'"
     assert f"deb-systemd-helper enable {unit}" in scripts["postinst"]
-    assert f"deb-systemd-invoke $_dh_action {unit}" in scripts["postinst"]
-    assert f"deb-systemd-invoke stop {unit}" in scripts["prerm"]
+    # Both units in one call: the daemon and the one compiling the native rules.
+    assert re.search(rf"deb-systemd-invoke \$_dh_action ('[^']+' )*{re.escape(unit)}",
+                     scripts["postinst"])
+    assert "deb-systemd-helper enable 'vfio-flavourd-rules.service'" in scripts["postinst"]
+    assert re.search(rf"deb-systemd-invoke stop ('[^']+' )*{re.escape(unit)}", scripts["prerm"])
 
 
 def test_lintian_reports_no_errors_or_warnings(built):
@@ -346,7 +349,7 @@ def parsed_spec() -> str:
 def test_rpm_spec_parses(parsed_spec):
     assert "%config(noreplace) /etc/vfio-flavourd/policy.d/50-local.yaml" in parsed_spec
     for scriptlet in ("systemd_post", "systemd_preun", "systemd_postun_with_restart"):
-        assert re.search(rf"^%{scriptlet} {PKG}\.service$", parsed_spec, re.M) \
+        assert re.search(rf"^%{scriptlet} {PKG}\.service( \S+)*$", parsed_spec, re.M) \
             or "systemctl" in parsed_spec
 
 
