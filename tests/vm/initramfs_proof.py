@@ -6,7 +6,7 @@ their host driver, e1000e, which is in the image, never touched them.
 
     tests/vm/initramfs-proof            (root; after tests/vm/setup.py)
 
-1. initramfs-tools, klibc and busybox are `apt-get download`ed and unpacked
+1. initramfs-tools, klibc, busybox and dracut-core are `apt-get download`ed and unpacked
    into the cache (never installed: installing initramfs-tools would build
    images for the host's kernels).
 2. mkinitramfs runs in a private mount namespace (unshare -m) where /usr and
@@ -16,6 +16,10 @@ their host driver, e1000e, which is in the image, never touched them.
    e1000e in `modules`, and carries the project's hook and two test-only
    scripts (initramfs-scripts/scripts): boot=vmtest, which mounts no root, and
    init-premount/vmtest-report, which prints VMTEST lines and powers off.
+   In the same namespace dracut (059, Debian's dracut-core) builds an image
+   with the project's dracut module; it is inspected with lsinitrd, not
+   booted (dracut's init wants a root to mount): the rules, with no callout,
+   and the modules they load must be in it.
 3. QEMU boots the kernel with that image, an e1000e and a modern virtio-net.
    Debian builds virtio_pci into the kernel, so it would bind the virtio-net
    before any udev runs; initcall_blacklist=virtio_pci_driver_init keeps it
@@ -120,6 +124,7 @@ mkinitramfs -d {conf} -o {image} {kver}
 dracut --force --no-hostonly --no-early-microcode --kver {kver} --tmpdir {work}/tmp \
     --modules "base udev-rules vfio-flavourd" {image}.dracut
 lsinitrd {image}.dracut > {work}/dracut-listing
+lsinitrd -f usr/lib/udev/rules.d/70-vfio-flavourd.rules {image}.dracut > {work}/dracut-rules
 """
     env = dict(os.environ, TMPDIR=os.path.join(work, "tmp"), VFIO_FLAVOURD_ROOT=vroot)
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -132,6 +137,8 @@ lsinitrd {image}.dracut > {work}/dracut-listing
                              stdout=subprocess.PIPE, text=True, check=True).stdout.split()
     with open(os.path.join(work, "dracut-listing")) as f:
         dracut_listing = f.read()
+    with open(os.path.join(work, "dracut-rules")) as f:
+        dracut_listing += "\n# the rules file:\n" + f.read()
     return image, listing, dracut_listing, proc.stdout
 
 
@@ -161,6 +168,9 @@ def check_dracut(listing):
                  "virtio-vfio-pci.ko", "vfio_iommu_type1.ko"):
         if need not in listing:
             fails.append(f"the dracut image has no {need}")
+    rules = listing.partition("\n# the rules file:\n")[2]
+    if 'RUN{builtin}+="kmod load virtio_vfio_pci"' not in rules or "IMPORT" in rules:
+        fails.append("the dracut image's rules are not the --initramfs rules of the policy")
     return fails
 
 
@@ -210,8 +220,9 @@ def main():
         print(f"initramfs-proof: guest: {f}")
     result = {"facts": facts, "failures": fails,
               "image_vfio_files": sorted(p for p in listing if "vfio" in p),
-              "dracut_image_vfio_files": sorted(ln.split()[-1] for ln in
-                                                dracut_listing.splitlines() if "vfio" in ln)}
+              "dracut_image_vfio_files": sorted(
+                  ln.split()[-1] for ln in dracut_listing.partition("\n# the rules")[0].splitlines()
+                  if ln[:1] in ("-", "d", "l") and "vfio" in ln)}
     print(json.dumps(result, indent=2))
     if fails:
         print("initramfs-proof: FAILED\n" + "\n".join(fails) + "\n----- console -----\n"

@@ -30,8 +30,8 @@ from vfio_flavourd.modprobe import expected_driver_name
 
 RULES = os.path.join(UDEV_RULES, "70-vfio-flavourd.rules")
 PYTHON_RAN = os.path.join(g.SHARE, "python-ran.log")
-BENCH_ROUNDS = 16       # none and native, alternating which goes first
-BENCH_REPEAT = 3        # triggers over all devices in one timed measurement
+BENCH_ROUNDS = 10       # none and native, alternating which goes first
+BENCH_REPEAT = 2        # triggers over all devices in one timed measurement
 CALLOUT_RUNS = 3        # a callout trigger takes 10 s or more under TCG
 
 
