@@ -34,6 +34,23 @@ KNOWN = (
 )
 
 
+# Figure 8 (issue 12): the udev path's cost per device, udevd in the guest:
+# CPU time of udevd and its workers (the target), and wall time.
+# (key, what, unit, target)
+UDEV_PATH = (
+    ("native_extra_ms_per_device",
+     "real kernel: udev path per device, generated rules over no rule", "ms", ("<", 1.0)),
+    ("callout_extra_ms_per_device",
+     "real kernel: udev path per device, callout rule over no rule", "ms", None),
+    ("callout_over_native_extra", "real kernel: udev path, callout / generated rules", "x",
+     (">", 20)),
+    ("wall_native_extra_ms_per_device",
+     "real kernel: udev path per device, generated rules over no rule (wall)", "ms", None),
+    ("wall_callout_extra_ms_per_device",
+     "real kernel: udev path per device, callout rule over no rule (wall)", "ms", None),
+)
+
+
 def run(b) -> tuple:
     """(metrics, info for results.json)."""
     path = results_path()
@@ -47,6 +64,9 @@ def run(b) -> tuple:
             {"vm_results": {"path": path, "note": why}}
     metrics = [metric(7, f"vm_{section}_{key}", what, data[section][key], unit)
                for section, key, what, unit in KNOWN if key in data.get(section, {})]
+    udev = data.get("udev_path", {})
+    metrics += [metric(8, f"vm_udev_path_{key}", what, udev[key], unit, target)
+                for key, what, unit, target in UDEV_PATH if key in udev]
     host = data.get("host", {})
     info = {"path": path, "complete": data.get("complete"), "finished_at": host.get("finished_at"),
             "commit": host.get("commit"), "dirty": host.get("dirty"),

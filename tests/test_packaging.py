@@ -57,8 +57,12 @@ FIXED = {
     "/usr/share/doc/vfio-flavourd/changelog.Debian.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/migration.md.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/kubernetes.md.gz": 0o644,
+    "/usr/share/doc/vfio-flavourd/native-rules.md.gz": 0o644,
     "/usr/share/doc/vfio-flavourd/README.md.gz": 0o644,
     "/usr/share/lintian/overrides/vfio-flavourd": 0o644,
+    "/usr/share/initramfs-tools/hooks/vfio-flavourd": 0o755,
+    "/usr/lib/dracut/modules.d/90vfio-flavourd/module-setup.sh": 0o755,
+    "/etc/kernel/postinst.d/zz-vfio-flavourd": 0o755,
 }
 
 
@@ -167,11 +171,12 @@ def test_deb_ships_exactly_the_expected_files(built):
     assert wrong == {}
 
 
-def test_deb_conffiles_are_the_admin_policy_and_the_unit_environment(built, tmp_path):
+def test_deb_conffiles_are_the_admin_policy_unit_environment_and_kernel_hook(built, tmp_path):
     r = run(["dpkg-deb", "-e", built.deb, tmp_path / "control"])
     assert r.returncode == 0, r.stderr
     conffiles = (tmp_path / "control/conffiles").read_text().split()
     assert sorted(conffiles) == ["/etc/default/vfio-flavourd",
+                                 "/etc/kernel/postinst.d/zz-vfio-flavourd",
                                  "/etc/vfio-flavourd/policy.d/50-local.yaml"]
 
 
@@ -185,6 +190,10 @@ def test_deb_control_fields(built):
     assert {"kmod", "python3-yaml", "python3-pyudev", "python3-systemd"} <= depends
     assert any(d.startswith("python3") and d.endswith(":any") or d == "python3"
                for d in depends), depends
+    # The initramfs builders are optional: a hook for each, neither required.
+    assert field("Suggests") == "initramfs-tools | dracut"
+    assert field("Enhances") == "dracut, initramfs-tools"
+    assert not {"initramfs-tools", "dracut"} & depends
 
 
 def test_maintainer_scripts_are_debhelpers_alone(built, tmp_path):
@@ -206,8 +215,11 @@ def test_maintainer_scripts_are_debhelpers_alone(built, tmp_path):
         assert leftover == [], f"{name} has lines debhelper did not write: {leftover}"
     unit = f"'{PKG}.service'"
     assert f"deb-systemd-helper enable {unit}" in scripts["postinst"]
-    assert f"deb-systemd-invoke $_dh_action {unit}" in scripts["postinst"]
-    assert f"deb-systemd-invoke stop {unit}" in scripts["prerm"]
+    # Both units in one call: the daemon and the one compiling the native rules.
+    assert re.search(rf"deb-systemd-invoke \$_dh_action ('[^']+' )*{re.escape(unit)}",
+                     scripts["postinst"])
+    assert "deb-systemd-helper enable 'vfio-flavourd-rules.service'" in scripts["postinst"]
+    assert re.search(rf"deb-systemd-invoke stop ('[^']+' )*{re.escape(unit)}", scripts["prerm"])
 
 
 def test_lintian_reports_no_errors_or_warnings(built):
@@ -340,7 +352,7 @@ def parsed_spec() -> str:
 def test_rpm_spec_parses(parsed_spec):
     assert "%config(noreplace) /etc/vfio-flavourd/policy.d/50-local.yaml" in parsed_spec
     for scriptlet in ("systemd_post", "systemd_preun", "systemd_postun_with_restart"):
-        assert re.search(rf"^%{scriptlet} {PKG}\.service$", parsed_spec, re.M) \
+        assert re.search(rf"^%{scriptlet} {PKG}\.service( \S+)*$", parsed_spec, re.M) \
             or "systemctl" in parsed_spec
 
 

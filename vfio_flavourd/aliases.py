@@ -76,6 +76,13 @@ def wildcard_count(pattern: str) -> int:
     return sum(1 for f in parts if "*" in f)
 
 
+def alias_fields(pattern: str) -> dict | None:
+    """{"v": ..., "d": ..., ..., "i": ...}: the pattern's seven fields as
+    written, or None when it is not shaped like a pci alias."""
+    m = _FIELDS_RE.match(pattern)
+    return None if m is None else {name: m.group(name) for name in FIELD_NAMES}
+
+
 def make_alias(module: str, pattern: str, origin: str) -> Alias:
     return Alias(module=normalise_module(module), pattern=pattern,
                  wildcards=wildcard_count(pattern), origin=origin)

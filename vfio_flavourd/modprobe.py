@@ -25,6 +25,23 @@ def valid_module_name(name: str) -> bool:
     return MODULE_NAME_RE.fullmatch(name) is not None
 
 
+# The PCI driver name a module registers, where it is not the module's own
+# name.  In-tree variant drivers set .name = KBUILD_MODNAME, which is the
+# module name with '-' read as '_' (drivers/vfio/pci/*/main.c); vfio_pci
+# names its driver "vfio-pci" (drivers/vfio/pci/vfio_pci.c) and xe_vfio_pci
+# "xe-vfio-pci".  Native udev rules must write driver_override before the
+# module is loaded, so they cannot ask sys/module; this table is the one
+# place that knows.  tests/vm checks it against the real kernel, and the
+# daemon still reads the bound driver back after every bind.
+DRIVER_NAMES = {"vfio_pci": "vfio-pci", "xe_vfio_pci": "xe-vfio-pci"}
+
+
+def expected_driver_name(module: str) -> str:
+    """The driver name `module` registers, known without loading it."""
+    module = normalise_module(module)
+    return DRIVER_NAMES.get(module, module)
+
+
 class ModuleLoader:
     """Runs modprobe as an argv list, with "--" before the module name."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 COMMANDS = ("plan", "explain", "apply", "release", "status", "daemon", "variants",
-            "check_config", "migrate", "publish", "health")
+            "check_config", "migrate", "publish", "health", "generate_rules")
 
 
 def load(name: str):

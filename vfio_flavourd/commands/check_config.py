@@ -36,4 +36,8 @@ def run(ctx, args) -> int:
     for f in files:
         state = "disabled" if f.disabled else "ok"
         print(f"  {f.path}: {state}")
+    if not args.files and not ctx.policy_paths:
+        from ..initramfs_record import warnings
+        for w in warnings(ctx):
+            ctx.warn(w)
     return 0

@@ -45,6 +45,9 @@ def collect(ctx) -> list:
 
 
 def run(ctx, args) -> int:
+    from ..initramfs_record import warnings
+    for w in warnings(ctx):
+        ctx.warn(w)
     rows = collect(ctx)
     if args.json:
         dump_json(rows)

@@ -374,8 +374,13 @@ def test_scenario_3_udev_rule_sets_override_before_the_host_driver(clean_slate, 
         if monitor:
             monitor.terminate()
             events = monitor.communicate(timeout=10)[0]
-    # Parse the kernel's uevents: no bind of the e1000e to e1000e, ever.
-    blocks = [b for b in events.split("\n\n") if f"/{e1000e}" in b]
+    assert_bound_only_to(events, e1000e, "vfio-pci", never="e1000e")
+
+
+def assert_bound_only_to(events, addr, driver, never):
+    """From `udevadm monitor --kernel --property` output: addr had a bind
+    to `driver`, and never one to `never`."""
+    blocks = [b for b in events.split("\n\n") if f"/{addr}" in b]
     binds = [b for b in blocks if "ACTION=bind" in b]
-    assert not [b for b in binds if "DRIVER=e1000e" in b], binds
-    assert [b for b in binds if "DRIVER=vfio-pci" in b], blocks
+    assert not [b for b in binds if f"DRIVER={never}" in b], binds
+    assert [b for b in binds if f"DRIVER={driver}" in b], blocks
