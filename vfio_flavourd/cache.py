@@ -1,22 +1,34 @@
-"""A compiled cache of the policy and the variant index, for the udev callout.
+"""A compiled cache of the policy and the variant index.
 
-The callout runs on the boot path of every PCI device; parsing YAML and
-modules.alias each time would cost more than the interpreter's start.  The
-cache lives in run/vfio-flavourd/ and is keyed by the stat of every input
-(policy directories and files, modules.alias, modules.builtin.modinfo), so
-any edit, added or masked file, or new kernel package invalidates it.
+The udev callout runs on the boot path of every PCI device, and a one-shot
+command such as `apply ADDRESS` is compared with driverctl: parsing YAML
+and modules.alias each time would cost more than the interpreter's start.
+The cache is keyed by the stat of every input (policy directories and
+files, modules.alias, modules.builtin.modinfo), so any edit, added or
+masked file, or new kernel package invalidates it.
+
+Where it lives: the managed machine's run/vfio-flavourd/ (on a real host
+/run/vfio-flavourd/, shared by the callout and the commands).  A command
+on a copy of another machine (`--root DIR`) does not write into DIR: its
+cache goes to the user's cache directory instead.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 
 from . import __version__
 
 CACHE_NAME = "callout-cache.pickle"
 # Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
 FORMAT = 2
+
+try:
+    # The C unpickler alone: pickle.py imports re, struct and codecs, a
+    # quarter of a one-shot command's imports, to load a file it only reads.
+    from _pickle import load as _load
+except ImportError:        # not CPython
+    from pickle import load as _load
 
 
 def _stat_key(path) -> tuple:
@@ -46,33 +58,52 @@ def input_key(root, policy_paths=()) -> tuple:
     return tuple(parts)
 
 
-def load_cached(root, policy_paths=()):
-    """(policy, index) from the cache when it is current, else None."""
-    path = root.run_dir() / CACHE_NAME
+def location(root, policy_paths=()) -> str | None:
+    """Where a command keeps the cache for `root`; None: keep none (policy
+    files named on the command line are one-off)."""
+    if policy_paths:
+        return None
+    if root.is_host:
+        return os.path.join(str(root.run_dir()), CACHE_NAME)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    # One file per root directory, named after its path.
+    name = str(root.dir).strip("/").replace("_", "__").replace("/", "_")
+    return os.path.join(base, "vfio-flavourd", f"root_{name}.pickle")
+
+
+def load_cached(root, policy_paths=(), path: str | None = None):
+    """(policy, index) from the cache when it is current, else None.
+    `path`: the cache file (default: the root's run/vfio-flavourd/)."""
+    path = path or os.path.join(str(root.run_dir()), CACHE_NAME)
     try:
         st = os.stat(path)
-        # Only ever unpickle a file that we (root) own and nobody else can write.
+        # Only ever unpickle a file that we own and nobody else can write.
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with open(path, "rb") as f:
-            key, policy, index = pickle.load(f)
-    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError):
+            key, policy, index = _load(f)
+    except Exception:   # noqa: BLE001  any unreadable or stale cache is a miss
         return None
     if key != input_key(root, policy_paths):
         return None
     return policy, index
 
 
-def store(root, policy, index, policy_paths=()) -> None:
+def store(root, policy, index, policy_paths=(), path: str | None = None) -> None:
     """Write the cache atomically; failure to cache is never an error."""
-    d = root.run_dir()
+    import pickle
+    path = path or os.path.join(str(root.run_dir()), CACHE_NAME)
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}")
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{CACHE_NAME}.{os.getpid()}"
+        os.makedirs(d, mode=0o700, exist_ok=True)
         with open(tmp, "wb") as f:
             os.fchmod(f.fileno(), 0o600)
             pickle.dump((input_key(root, policy_paths), policy, index), f,
                         protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, d / CACHE_NAME)
-    except OSError:
-        pass
+        os.replace(tmp, path)
+    except (OSError, pickle.PicklingError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

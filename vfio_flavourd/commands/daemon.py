@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from ..errors import FlavourdError
 
-NAME = "daemon"
-HELP = "apply the policy to every device, then to each device that appears"
 
 
 def add_arguments(p) -> None:

@@ -8,8 +8,6 @@ from ..output import dump_json
 from ..state import DeviceLock
 from .apply import summarise
 
-NAME = "release"
-HELP = "give devices back to their host drivers and forget them"
 
 
 def add_arguments(p) -> None:

@@ -6,8 +6,6 @@ from ..binder import fresh
 from ..iommu import group_status
 from ..output import dump_json, table
 
-NAME = "status"
-HELP = "show the devices vfio-flavourd manages and whether their groups are viable"
 
 
 def add_arguments(p) -> None:
