@@ -4,8 +4,6 @@ and the udev path."""
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
-
 from . import engine, pci
 from .binder import Binder, Outcome, fresh
 from .errors import DeviceGone, FlavourdError, UnknownDevice
@@ -89,7 +87,7 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
                    driver=dev.driver, previous_driver=dev.driver, message=reason)
 
 
-def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:
+def decisions_for(ctx, addresses=None) -> list:
     """Decisions for the given addresses (all devices when None)."""
     if addresses is None:
         devices = list(pci.scan(ctx.sysfs))

@@ -8,10 +8,7 @@ these patterns as fnmatch globs, and so do we.
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from pathlib import Path
-
+from . import globs
 from ._record import REQUIRED, record
 from .modprobe import normalise_module, valid_module_name
 
@@ -20,14 +17,20 @@ CATCH_ALL = "vfio_pci"
 
 # The seven fields of a pci/vfio_pci alias, in file2alias's order.  Vendor and
 # device ids are upper-case hex, so the lower-case field letters never clash.
-_FIELDS_RE = re.compile(
+FIELDS_PATTERN = (
     r"^v(?P<v>[^d]*)d(?P<d>.*?)sv(?P<sv>.*?)sd(?P<sd>.*?)bc(?P<bc>.*?)sc(?P<sc>.*?)i(?P<i>.*)$")
 FIELD_NAMES = ("v", "d", "sv", "sd", "bc", "sc", "i")
+_FIELDS_RE = []
 
 
-# Each pattern's regex, compiled when first needed: a udev callout tries
-# one or two of the aliases, so compiling them all at load would be waste.
-_REGEX: dict = {}
+def _fields(pattern: str):
+    """The pattern's seven fields as a match object, or None.  Only building
+    the index needs this; a command that reads the index from the cache
+    never imports `re`."""
+    if not _FIELDS_RE:
+        import re
+        _FIELDS_RE.append(re.compile(FIELDS_PATTERN))
+    return _FIELDS_RE[0].match(pattern)
 
 
 class Alias(record("Alias", (
@@ -41,10 +44,7 @@ class Alias(record("Alias", (
         """`modalias` as sysfs gives it ("pci:v...")."""
         if not modalias.startswith("pci:"):
             return False
-        regex = _REGEX.get(self.pattern)
-        if regex is None:
-            regex = _REGEX[self.pattern] = re.compile(fnmatch.translate(self.pattern), re.DOTALL)
-        return regex.match(modalias[4:]) is not None
+        return globs.fnmatchcase(modalias[4:], self.pattern)
 
     @property
     def is_catch_all(self) -> bool:
@@ -55,7 +55,7 @@ def wildcard_count(pattern: str) -> int:
     """How many of the seven fields are "*" (any).  file2alias appends a
     trailing "*" to patterns that do not end in one; that star belongs to no
     field choice, so a field like "i00*" counts as specific."""
-    m = _FIELDS_RE.match(pattern)
+    m = _fields(pattern)
     if not m:
         return pattern.count("*")
     return sum(1 for name in FIELD_NAMES if m.group(name) == "*")
@@ -68,7 +68,7 @@ def make_alias(module: str, pattern: str, origin: str) -> Alias:
 
 def _vendor_key(pattern: str) -> str | None:
     """The exact vendor field, or None when the pattern matches any vendor."""
-    m = _FIELDS_RE.match(pattern)
+    m = _fields(pattern)
     if m and "*" not in m.group("v") and "?" not in m.group("v") and "[" not in m.group("v"):
         return m.group("v")
     return None

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 
 import time
-from dataclasses import dataclass, field
-from typing import Optional
 
 from . import guards, pci
 from .engine import is_vfio_driver
@@ -25,32 +23,9 @@ from .iommu import open_holders
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
+from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
+from .pci import fresh  # noqa: F401  (re-exported)
 from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
-
-OK_RESULTS = ("bound", "kept", "released", "dry-run", "skipped")
-
-
-@dataclass
-class Outcome:
-    address: str
-    action: str
-    result: str
-    module: Optional[str] = None
-    driver: Optional[str] = None
-    previous_driver: Optional[str] = None
-    rule: Optional[str] = None
-    message: str = ""
-    steps: list = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.result in OK_RESULTS
-
-    def as_dict(self) -> dict:
-        return {"address": self.address, "action": self.action, "result": self.result,
-                "ok": self.ok, "module": self.module, "driver": self.driver,
-                "previous_driver": self.previous_driver, "rule": self.rule,
-                "message": self.message, "steps": list(self.steps)}
 
 
 class _StepFailed(Exception):
@@ -93,10 +68,10 @@ class Binder:
     # device, and a transient error (ENOMEM, EBUSY) must not do that.
     ROLLBACK_ATTEMPTS = 3
 
-    def current_driver(self, address: str) -> Optional[str]:
+    def current_driver(self, address: str) -> str | None:
         return self.sysfs.link(self._dev(address, "driver"))
 
-    def settle(self, address: str, want: Optional[str]) -> Optional[str]:
+    def settle(self, address: str, want: str | None) -> str | None:
         """Read the driver link until it names `want` or the bounded wait
         ends; PCI probing is synchronous for these drivers, so this normally
         returns at the first read."""
@@ -134,7 +109,7 @@ class Binder:
 
     # -- ownership ----------------------------------------------------------------
 
-    def override_owner(self, dev: pci.PciDevice) -> Optional[str]:
+    def override_owner(self, dev: pci.PciDevice) -> str | None:
         return override_owner(self.sysfs, self.state, dev)
 
     # -- bind -----------------------------------------------------------------------
@@ -356,13 +331,3 @@ class Binder:
                         "1" if value else "0", "set sriov_drivers_autoprobe")
         except _StepFailed as e:
             out.steps.append(f"warning: {e}")
-
-
-def fresh(sysfs, address: str) -> Optional[pci.PciDevice]:
-    try:
-        return pci.read_device(sysfs, address)
-    except (UnknownDevice, DeviceGone):
-        return None
-
-
-

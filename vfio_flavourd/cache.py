@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from . import __version__
+from .root import POLICY_LAYERS, RUN_DIR
 
 CACHE_NAME = "callout-cache.pickle"
 # Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
@@ -45,16 +46,16 @@ def input_key(root, policy_paths=()) -> tuple:
     if policy_paths:
         parts += [_stat_key(p) for p in policy_paths]
     else:
-        for d in root.policy_dirs():
+        for d in (root.fspath(p) for p in POLICY_LAYERS):
             parts.append(_stat_key(d))
             try:
                 names = sorted(os.listdir(d))
             except OSError:
                 continue
             parts += [_stat_key(os.path.join(d, n)) for n in names if n.endswith(".yaml")]
-    mdir = root.modules_dir()
-    parts.append(_stat_key(mdir / "modules.alias"))
-    parts.append(_stat_key(mdir / "modules.builtin.modinfo"))
+    mdir = root.modules_fspath()
+    parts.append(_stat_key(mdir + "/modules.alias"))
+    parts.append(_stat_key(mdir + "/modules.builtin.modinfo"))
     return tuple(parts)
 
 
@@ -64,17 +65,17 @@ def location(root, policy_paths=()) -> str | None:
     if policy_paths:
         return None
     if root.is_host:
-        return os.path.join(str(root.run_dir()), CACHE_NAME)
+        return root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     # One file per root directory, named after its path.
-    name = str(root.dir).strip("/").replace("_", "__").replace("/", "_")
+    name = root.dirname.strip("/").replace("_", "__").replace("/", "_")
     return os.path.join(base, "vfio-flavourd", f"root_{name}.pickle")
 
 
 def load_cached(root, policy_paths=(), path: str | None = None):
     """(policy, index) from the cache when it is current, else None.
     `path`: the cache file (default: the root's run/vfio-flavourd/)."""
-    path = path or os.path.join(str(root.run_dir()), CACHE_NAME)
+    path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     try:
         st = os.stat(path)
         # Only ever unpickle a file that we own and nobody else can write.
@@ -89,10 +90,23 @@ def load_cached(root, policy_paths=(), path: str | None = None):
     return policy, index
 
 
+def _without_pathlib(policy, index) -> tuple:
+    """The policy and index with their file names as strings: unpickling a
+    Path imports pathlib, with re behind it, into every command that reads
+    the cache.  The names print the same."""
+    from .aliases import VariantIndex
+    from .policy import Policy
+    files = [f._replace(path=str(f.path), masks=tuple(str(m) for m in f.masks))
+             for f in policy.files]
+    source = None if index.source is None else str(index.source)
+    return Policy(policy.rules, files), VariantIndex(index.aliases, source, index.warnings)
+
+
 def store(root, policy, index, policy_paths=(), path: str | None = None) -> None:
     """Write the cache atomically; failure to cache is never an error."""
     import pickle
-    path = path or os.path.join(str(root.run_dir()), CACHE_NAME)
+    path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
+    policy, index = _without_pathlib(policy, index)
     d = os.path.dirname(path)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}")
     try:

@@ -118,11 +118,8 @@ class Context:
             from .pciids import PciIds
             # pci.ids is a database, not machine state: when a copied root
             # has none, the names this machine knows are still right.
-            path = self.root.pci_ids()
-            if path is None:
-                for c in PCI_IDS_CANDIDATES:
-                    if os.path.isfile("/" + c):
-                        path = "/" + c
-                        break
+            candidates = [self.root.fspath(c) for c in PCI_IDS_CANDIDATES]
+            candidates += ["/" + c for c in PCI_IDS_CANDIDATES]
+            path = next((p for p in candidates if os.path.isfile(p)), None)
             self._pciids = PciIds(path)
         return self._pciids

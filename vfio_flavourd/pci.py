@@ -6,9 +6,6 @@ Attributes that an old kernel or a bridge lacks are None, never an error.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-
 from ._record import REQUIRED, record
 from .errors import DeviceGone, UnknownDevice, UsageError
 from .modprobe import module_of_driver
@@ -16,7 +13,25 @@ from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
 # Domains are 4 hex digits, except behind Intel VMD, which adds 5-digit ones.
-ADDRESS_RE = re.compile(r"^[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+ADDRESS_PATTERN = r"^[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
+_HEX = frozenset("0123456789abcdef")
+
+
+def __getattr__(name):
+    # ADDRESS_RE, compiled on first use: is_address() does without `re`.
+    if name == "ADDRESS_RE":
+        import re
+        globals()[name] = re.compile(ADDRESS_PATTERN)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_address(text: str) -> bool:
+    """A PCI address as the kernel writes it (ADDRESS_PATTERN)."""
+    domain, _, rest = text.partition(":")
+    return (len(domain) in (4, 5) and len(rest) == 7 and rest[2] == ":" and rest[5] == "."
+            and _HEX.issuperset(domain) and _HEX.issuperset(rest[:2] + rest[3:5])
+            and rest[6] in "01234567")
 
 CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
@@ -25,9 +40,9 @@ CLASS_BRIDGE_PCI = 0x0604
 def normalise_address(text: str) -> str:
     """Accept "3b:00.1" and upper case from a person; return the kernel's form."""
     t = text.strip().lower()
-    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", t):
+    if t.count(":") == 1:
         t = "0000:" + t
-    if not ADDRESS_RE.match(t):
+    if not is_address(t):
         raise UsageError(f"{text!r} is not a PCI address (expected DOMAIN:BUS:SLOT.FUNC, "
                          "e.g. 0000:3b:00.1)")
     return t
@@ -148,11 +163,19 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
     )
 
 
+def fresh(sysfs: Sysfs, address: str) -> PciDevice | None:
+    """read_device, or None when there is no such device (any more)."""
+    try:
+        return read_device(sysfs, address)
+    except (UnknownDevice, DeviceGone):
+        return None
+
+
 def addresses(sysfs: Sysfs) -> list:
-    return [a for a in sysfs.entries(PCI_DEVICES) if ADDRESS_RE.match(a)]
+    return [a for a in sysfs.entries(PCI_DEVICES) if is_address(a)]
 
 
-def scan(sysfs: Sysfs) -> Iterator[PciDevice]:
+def scan(sysfs: Sysfs):
     """Every PCI device, in address order.  A device that vanishes while we
     scan is skipped: hot-unplug during a scan is normal."""
     for address in addresses(sysfs):

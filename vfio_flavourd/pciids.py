@@ -1,57 +1,66 @@
 """Vendor and device names from pci.ids (hwdata / pciutils), for people.
 
-Loaded lazily and only the parts needed: the JSON output of a 4,096-device
-plan should not pay for parsing 1.3 MB it does not use.
+Looked up in the file's bytes, not parsed: a command prints names for the
+devices it shows, and parsing all 36,000 lines of pci.ids into dicts took
+longer than the interpreter's start.  A lookup is a few bytes.find()
+calls over the file read once.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+# A line that starts with one of these ends a vendor's block: the next
+# vendor, or the device classes ("C 00  ...") after the last one.
+_BLOCK_ENDS = tuple(b"\n" + bytes([c]) for c in b"0123456789abcdefC")
 
 
 class PciIds:
-    def __init__(self, path: Optional[Path]):
+    def __init__(self, path):
         self.path = path
-        self._vendors: Optional[dict] = None
-        self._devices: dict = {}
+        self._data: bytes | None = None
+        self._names: dict = {}
 
-    def _load(self) -> None:
-        self._vendors = {}
-        if self.path is None:
-            return
-        try:
-            f = open(self.path, encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        vendor = None
-        with f:
-            for line in f:
-                if not line or line[0] == "#" or line == "\n":
-                    continue
-                if line[0] == "C":      # device classes follow; we only want ids
-                    break
-                if line[0] != "\t":
-                    vid, _, name = line.partition("  ")
-                    try:
-                        vendor = int(vid, 16)
-                    except ValueError:
-                        vendor = None
-                        continue
-                    self._vendors[vendor] = name.strip()
-                elif vendor is not None and line[1] != "\t":
-                    did, _, name = line[1:].partition("  ")
-                    try:
-                        self._devices[(vendor, int(did, 16))] = name.strip()
-                    except ValueError:
-                        continue
+    def _bytes(self) -> bytes:
+        if self._data is None:
+            self._data = b""
+            if self.path is not None:
+                try:
+                    with open(self.path, "rb") as f:
+                        self._data = b"\n" + f.read()
+                except OSError:
+                    pass
+        return self._data
 
-    def vendor(self, vid: int) -> Optional[str]:
-        if self._vendors is None:
-            self._load()
-        return self._vendors.get(vid)
+    def _line_rest(self, start: int) -> str:
+        data = self._bytes()
+        end = data.find(b"\n", start)
+        return data[start:end if end >= 0 else len(data)].decode("utf-8", "replace").strip()
 
-    def device(self, vid: int, did: int) -> Optional[str]:
-        if self._vendors is None:
-            self._load()
-        return self._devices.get((vid, did))
+    def _vendor_at(self, vid: int) -> int:
+        """Where the vendor's line starts (its '\\n'), or -1."""
+        return self._bytes().find(b"\n%04x  " % vid)
+
+    def vendor(self, vid: int) -> str | None:
+        key = ("v", vid)
+        if key not in self._names:
+            at = self._vendor_at(vid)
+            self._names[key] = self._line_rest(at + 7) if at >= 0 else None
+        return self._names[key]
+
+    def device(self, vid: int, did: int) -> str | None:
+        key = ("d", vid, did)
+        if key not in self._names:
+            self._names[key] = self._device(vid, did)
+        return self._names[key]
+
+    def _device(self, vid: int, did: int) -> str | None:
+        data = self._bytes()
+        at = self._vendor_at(vid)
+        if at < 0:
+            return None
+        hit = data.find(b"\n\t%04x  " % did, at + 1)
+        if hit < 0:
+            return None
+        # The first such line after the vendor's may belong to a later vendor.
+        if any(data.find(end, at + 1, hit + 1) >= 0 for end in _BLOCK_ENDS):
+            return None
+        return self._line_rest(hit + 8)

@@ -11,14 +11,12 @@ bind, made a coldplug of N devices cost O(N^2): 30 ms a device at 4,000
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
 import os
-import threading
 import time
+from _thread import get_ident   # threading's, without importing threading
 
-from .root import Root
+from .root import RUN_DIR, Root
 
 STATE_VERSION = 1
 LEGACY = "state.json"     # one file for every device, up to 0.1.0
@@ -26,9 +24,10 @@ LEGACY = "state.json"     # one file for every device, up to 0.1.0
 
 class State:
     def __init__(self, root: Root, warn=None):
-        self.dir = root.run_dir()
-        self.devices_dir = self.dir / "devices"
-        self._lock_path = self.dir / "state.lock"
+        # Plain strings, not pathlib, on every command's path.
+        self.dir = root.fspath(RUN_DIR)
+        self.devices_dir = os.path.join(self.dir, "devices")
+        self._lock_path = os.path.join(self.dir, "state.lock")
         self._warn = warn or (lambda msg: None)
 
     def __repr__(self) -> str:
@@ -61,6 +60,7 @@ class State:
     def _load(self, address: str) -> dict | None:
         """An unreadable or corrupt record is reported and read as absent
         rather than stopping every command."""
+        import json     # not at the top: `status` with nothing managed needs none
         path = self._file(address)
         try:
             with open(path) as f:
@@ -77,8 +77,9 @@ class State:
         return data["record"]
 
     def _store(self, address: str, record: dict) -> None:
+        import json
         path = self._file(address)
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"
         os.makedirs(self.devices_dir, exist_ok=True)
         with open(tmp, "w") as f:
             json.dump({"version": STATE_VERSION, "record": record}, f, indent=1, sort_keys=True)
@@ -98,25 +99,31 @@ class State:
             except OSError:
                 pass
 
-    @contextlib.contextmanager
     def _locked(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        import contextlib   # only an old state.json needs it
+
+        @contextlib.contextmanager
+        def locked():
+            os.makedirs(self.dir, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+        return locked()
 
     def _migrate(self) -> None:
         """Split a state.json left by an older version (the daemon restarts on
         upgrade, /run stays) into per-device files, so its overrides stay ours."""
-        legacy = self.dir / LEGACY
-        if not legacy.exists():
+        legacy = os.path.join(self.dir, LEGACY)
+        if not os.path.exists(legacy):
             return
         with self._locked():
             try:
-                data = json.loads(legacy.read_text())
+                import json
+                with open(legacy) as f:
+                    data = json.load(f)
                 devices = data["devices"] if data.get("version") == STATE_VERSION else None
             except FileNotFoundError:
                 return          # another process migrated it first
@@ -126,7 +133,7 @@ class State:
             for address, record in (devices if isinstance(devices, dict) else {}).items():
                 if isinstance(record, dict) and not os.path.exists(self._file(address)):
                     self._store(address, record)
-            legacy.unlink()
+            os.unlink(legacy)
 
 
 class DeviceLock:
@@ -134,12 +141,13 @@ class DeviceLock:
     the shell never interleave on one device."""
 
     def __init__(self, root: Root, address: str, timeout: float = 30.0):
-        self.path = root.run_dir() / "locks" / f"{address}.lock"
+        self.path = root.fspath(f"{RUN_DIR}/locks/{address}.lock")
+        self.address = address
         self.timeout = timeout
         self._fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + self.timeout
         delay = 0.005
@@ -151,7 +159,7 @@ class DeviceLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     from .errors import FlavourdError
-                    raise FlavourdError(f"{self.path.stem}: another vfio-flavourd is working on "
+                    raise FlavourdError(f"{self.address}: another vfio-flavourd is working on "
                                         f"this device (lock {self.path} held for "
                                         f"{self.timeout:.0f} s)") from None
                 time.sleep(delay)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import pci
-from ..binder import Outcome, fresh
 from ..output import dump_json
+from ..outcome import Outcome
+from ..pci import fresh
 from ..state import DeviceLock
 from .apply import summarise
 

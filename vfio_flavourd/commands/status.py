@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..binder import fresh
 from ..iommu import group_status
+from ..pci import fresh
 from ..output import dump_json, table
 
 
