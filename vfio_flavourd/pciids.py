@@ -8,16 +8,12 @@ calls over the file read once.
 
 from __future__ import annotations
 
-# A line that starts with one of these ends a vendor's block: the next
-# vendor, or the device classes ("C 00  ...") after the last one.
-_BLOCK_ENDS = tuple(b"\n" + bytes([c]) for c in b"0123456789abcdefC")
-
-
 class PciIds:
     def __init__(self, path):
         self.path = path
         self._data: bytes | None = None
         self._names: dict = {}
+        self._vendor_pos: dict = {}
 
     def _bytes(self) -> bytes:
         if self._data is None:
@@ -37,7 +33,9 @@ class PciIds:
 
     def _vendor_at(self, vid: int) -> int:
         """Where the vendor's line starts (its '\\n'), or -1."""
-        return self._bytes().find(b"\n%04x  " % vid)
+        if vid not in self._vendor_pos:
+            self._vendor_pos[vid] = self._bytes().find(b"\n%04x  " % vid)
+        return self._vendor_pos[vid]
 
     def vendor(self, vid: int) -> str | None:
         key = ("v", vid)
@@ -60,7 +58,12 @@ class PciIds:
         hit = data.find(b"\n\t%04x  " % did, at + 1)
         if hit < 0:
             return None
-        # The first such line after the vendor's may belong to a later vendor.
-        if any(data.find(end, at + 1, hit + 1) >= 0 for end in _BLOCK_ENDS):
+        # The first such line after the vendor's may belong to a later
+        # vendor: it does when a line between them starts with anything but
+        # a tab (devices, subsystems) or '#', or is blank.
+        span = (at + 1, hit + 2)
+        others = data.count(b"\n", *span) - data.count(b"\n\t", *span) \
+            - data.count(b"\n#", *span) - data.count(b"\n\n", *span)
+        if others:
             return None
         return self._line_rest(hit + 8)

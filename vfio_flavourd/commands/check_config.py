@@ -8,7 +8,6 @@ from ..errors import PolicyError
 from ..policy_load import PolicyFile, discover, load
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="policy files to check")
 

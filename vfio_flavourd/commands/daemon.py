@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..errors import FlavourdError
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("--dry-run", "-n", action="store_true",
                    help="log what would be done, change nothing")

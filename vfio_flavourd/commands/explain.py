@@ -7,7 +7,6 @@ from ..output import dump_json
 from .plan import decision_json, device_label
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("address", help="PCI address, e.g. 0000:3b:00.2")
     p.add_argument("--json", action="store_true", help="print a JSON object")

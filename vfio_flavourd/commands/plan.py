@@ -6,7 +6,6 @@ from .. import actions
 from ..output import dump_json, shorten, table
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array")
 

@@ -10,7 +10,6 @@ from ..state import DeviceLock
 from .apply import summarise
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
     p.add_argument("--dry-run", "-n", action="store_true", help="change nothing")

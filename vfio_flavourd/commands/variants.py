@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..output import dump_json, table
 
 
-
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array")
 
