@@ -19,19 +19,39 @@ def results_path() -> str:
     return os.environ.get(ENV) or os.path.join(cache, "results", "last-bench.json")
 
 
-# (section, key, what, unit)
+# (section, key, what, unit, target); a key under "raw" is the section's
+# sub-dictionary of that name.
 KNOWN = (
     ("hotplug_kernel_events", "median_request_to_bound_s",
-     "real kernel: device_add to bound (daemon, kernel events)", "s"),
+     "real kernel: device_add to bound (daemon, kernel events)", "s", None),
+    ("hotplug_kernel_events", "raw/median_request_to_bound_s",
+     "real kernel: device_add to bound (raw sysfs sequence, no daemon)", "s", None),
+    ("hotplug_kernel_events", "ratio_to_raw",
+     "real kernel: hotplug, daemon / raw sequence (medians)", "x", ("<=", 1.2)),
     ("hotplug_udev_events", "median_request_to_bound_s",
-     "real kernel: device_add to bound (udevd + rule + callout + daemon)", "s"),
-    ("apply_vs_driverctl", "median_apply_s", "real kernel: vfio-flavourd apply, median", "s"),
+     "real kernel: device_add to bound (udevd + rule + callout + daemon)", "s", None),
+    ("apply_vs_driverctl", "median_apply_s", "real kernel: vfio-flavourd apply, median", "s",
+     None),
     ("apply_vs_driverctl", "median_driverctl_s",
-     "real kernel: driverctl --nosave set-override, median", "s"),
+     "real kernel: driverctl --nosave set-override, median", "s", None),
     ("apply_vs_driverctl", "ratio_apply_to_driverctl", "real kernel: apply / driverctl (medians)",
-     "x"),
-    ("apply_vs_driverctl", "median_python3_c_pass_s", "real kernel: python3 -c pass (scale)", "s"),
+     "x", ("<", 1.0)),
+    ("apply_vs_driverctl", "median_release_s", "real kernel: vfio-flavourd release, median",
+     "s", None),
+    ("apply_vs_driverctl", "median_driverctl_unset_s",
+     "real kernel: driverctl --nosave unset-override, median", "s", None),
+    ("apply_vs_driverctl", "ratio_release_to_driverctl_unset",
+     "real kernel: release / unset-override (medians)", "x", ("<", 1.0)),
+    ("apply_vs_driverctl", "median_python3_c_pass_s", "real kernel: python3 -c pass (scale)", "s",
+     None),
 )
+
+
+def _lookup(data: dict, section: str, key: str):
+    d = data.get(section) or {}
+    for part in key.split("/")[:-1]:
+        d = d.get(part) or {}
+    return d.get(key.split("/")[-1])
 
 
 def run(b) -> tuple:
@@ -45,8 +65,10 @@ def run(b) -> tuple:
               f"make vm-test writes it)"
         return [metric(7, "vm", "real kernel (QEMU tier)", None, "", note=why)], \
             {"vm_results": {"path": path, "note": why}}
-    metrics = [metric(7, f"vm_{section}_{key}", what, data[section][key], unit)
-               for section, key, what, unit in KNOWN if key in data.get(section, {})]
+    metrics = [metric(7, f"vm_{section}_{key.replace('/', '_')}", what,
+                      _lookup(data, section, key), unit, target)
+               for section, key, what, unit, target in KNOWN
+               if _lookup(data, section, key) is not None]
     host = data.get("host", {})
     info = {"path": path, "complete": data.get("complete"), "finished_at": host.get("finished_at"),
             "commit": host.get("commit"), "dirty": host.get("dirty"),

@@ -29,11 +29,17 @@ class ModuleLoader:
     """Runs modprobe as an argv list, with "--" before the module name."""
 
     def __init__(self, command: "list[str] | None" = None, timeout: float = 60.0):
-        if command is None:
-            import shlex
-            command = shlex.split(os.environ.get(ENV_MODPROBE, "")) or [find_modprobe()]
-        self.command = list(command)
+        # Found when first needed: finding it imports shutil, and most
+        # commands load no module at all.
+        self._command = None if command is None else list(command)
         self.timeout = timeout
+
+    @property
+    def command(self) -> list:
+        if self._command is None:
+            import shlex
+            self._command = shlex.split(os.environ.get(ENV_MODPROBE, "")) or [find_modprobe()]
+        return self._command
 
     def __repr__(self) -> str:
         return f"ModuleLoader({self.command!r})"

@@ -16,12 +16,16 @@ or a root shell has. driverctl is Debian's package (0.111 in bookworm).
 (a) hotplug: QMP device_add of a modern virtio-net into the free root port
     rp4, until the running daemon has it on virtio_vfio_pci; HOTPLUG_RUNS
     times, each unplugged again. Once with the daemon on kernel events (no
-    udevd), once with udevd running the installed rule and callout and the
-    daemon on udev events (what a packaged install does).
+    udevd), right after the same number of raw runs: no daemon, this
+    process waits for the device and writes the override, unbinds,
+    writes drivers_probe and reads the link back (the kernel's own time
+    plus the least any tool can add); once with udevd running the installed
+    rule and callout and the daemon on udev events (what a packaged install
+    does).
 (b) `vfio-flavourd apply ADDR` against `driverctl --nosave set-override ADDR
     vfio-pci` on the e1000e, N times each, alternating which goes first,
     the device back on e1000e (`vfio-flavourd release ADDR`, `driverctl
-    --nosave unset-override ADDR`) between runs. vfio_pci is loaded before,
+    --nosave unset-override ADDR`, timed as well) between runs. vfio_pci is loaded before,
     so neither pays for the module load; each tool's first (cold) run is
     reported apart and left out of the medians. For scale: `python3 -c
     pass`, and the kernel's own share (override, unbind, drivers_probe
@@ -44,7 +48,7 @@ from vmtest_scenarios import clean_slate  # noqa: F401  (a fixture)
 
 BENCH = os.path.join(g.SHARE, "bench.json")
 SECTIONS = ("hotplug_kernel_events", "hotplug_udev_events", "apply_vs_driverctl")
-HOTPLUG_RUNS = 3
+HOTPLUG_RUNS = 5
 N = 5
 POLL = 0.005
 
@@ -96,10 +100,11 @@ def measured(section):
 
 # --- (a) hotplug -------------------------------------------------------------
 
-def hotplug_once(qdev_id):
+def hotplug_once(qdev_id, bind=None):
     """device_add into rp4 (in a thread, so the sysfs polling starts at
     once), wait for virtio_vfio_pci, unplug. Times from the moment the
-    request is written."""
+    request is written. `bind(addr)`: what this process does once the
+    device is there (the raw runs); else the daemon binds it."""
     answer = {}
 
     def add():
@@ -113,6 +118,8 @@ def hotplug_once(qdev_id):
     addr = g.wait_for(lambda: g.device_behind("rp4"), timeout=20, interval=POLL,
                       what=f"{qdev_id} in sysfs")
     t_sysfs = time.monotonic()
+    if bind is not None:
+        bind(addr)
     g.wait_for(lambda: g.driver(addr) == "virtio_vfio_pci", timeout=30, interval=POLL,
                what=f"{qdev_id} on virtio_vfio_pci")
     t_bound = time.monotonic()
@@ -145,9 +152,18 @@ def hotplug_section(label, runs, source):
     }
 
 
+def raw_bind(addr):
+    """The raw sequence, as a minimal tool would write it."""
+    g.wait_for(lambda: os.path.exists(g.dev_path(addr, "driver_override")), timeout=10,
+               interval=POLL, what=f"{addr}/driver_override")
+    g.rebind(addr, "virtio_vfio_pci")
+
+
 def test_bench_hotplug_to_bound_daemon_on_kernel_events(clean_slate, etc_policy):
     with measured("hotplug_kernel_events"):
         assert g.device_behind("rp4") is None
+        g.modprobe("virtio_vfio_pci")       # the daemon's first run loads it
+        raw = [hotplug_once(f"benchr{i}", bind=raw_bind) for i in range(HOTPLUG_RUNS)]
         t0 = time.monotonic()
         d, notify, _ = installed_daemon(clean_slate)
         try:
@@ -158,6 +174,15 @@ def test_bench_hotplug_to_bound_daemon_on_kernel_events(clean_slate, etc_policy)
             notify.close()
         assert d.alive(), d.text()
         section = hotplug_section("kernel", runs, "kernel")
+        raw_section = hotplug_section("raw", raw, "no daemon")
+        section["raw"] = {k: raw_section[k] for k in (
+            "request_to_bound_s", "median_request_to_bound_s", "sysfs_to_bound_s",
+            "median_sysfs_to_bound_s", "request_to_sysfs_s")}
+        section["raw"]["what"] = ("the same device_add, no daemon: this process polls for the "
+                                  "device, writes driver_override, unbinds, writes "
+                                  "drivers_probe and reads the driver link back")
+        section["ratio_to_raw"] = round(section["median_request_to_bound_s"]
+                                        / raw_section["median_request_to_bound_s"], 2)
         save("hotplug_kernel_events", section)
         g.record_timing("bench: hotplug to bound, kernel events (median)",
                         section["median_request_to_bound_s"])
@@ -260,6 +285,7 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
                 (apply if fn is vfio_flavourd else dset).append(r4(a))
                 (release if fn is vfio_flavourd else dunset).append(r4(b))
         med_apply, med_set = statistics.median(apply), statistics.median(dset)
+        med_release, med_unset = statistics.median(release), statistics.median(dunset)
         section = {
             "what": "vfio-flavourd apply ADDR against driverctl --nosave set-override ADDR "
                     "vfio-pci, same device, same guest, alternating",
@@ -272,9 +298,10 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
             # moves less with the neighbours' load than the median does.
             "min_apply_s": min(apply), "min_driverctl_s": min(dset),
             "ratio_min_apply_to_driverctl": round(min(apply) / min(dset), 2),
-            "release_s": release, "median_release_s": r4(statistics.median(release)),
+            "release_s": release, "median_release_s": r4(med_release),
             "driverctl_unset_s": dunset,
-            "median_driverctl_unset_s": r4(statistics.median(dunset)),
+            "median_driverctl_unset_s": r4(med_unset),
+            "ratio_release_to_driverctl_unset": round(med_release / med_unset, 2),
             "cold": {"apply_s": r4(cold_apply), "release_s": r4(cold_release),
                      "driverctl_s": r4(cold_set), "driverctl_unset_s": r4(cold_unset)},
             "raw_sysfs_rebind_s": [r4(x) for x in raw],
