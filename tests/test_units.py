@@ -46,3 +46,9 @@ def test_rule_sorts_before_80_drivers_and_only_imports():
             'ATTR{driver_override}="$env{VFIO_FLAVOURD_DRIVER}"') in lines
     assert not any("RUN" in l for l in lines)    # no long work in RUN
     assert any('ENV{SYSTEMD_WANTS}+="vfio-flavourd.service"' in l for l in lines)
+
+
+def test_journald_reads_the_priority_prefixes():
+    # Without systemd-python and journald's socket, the daemon's stderr lines
+    # carry "<N>" prefixes (log.py); SyslogLevelPrefix=no would print them.
+    assert "SyslogLevelPrefix" not in UNIT.read_text()

@@ -24,7 +24,8 @@ def run(ctx, args) -> int:
     try:
         source = UdevSource(args.source, logger=logger)
     except ImportError:
-        raise FlavourdError("the daemon needs pyudev (Debian: apt install python3-pyudev)") \
+        raise FlavourdError("the daemon needs pyudev, a dependency of vfio-flavourd: "
+                            "pip install pyudev, or on Debian apt install python3-pyudev") \
             from None
     except OSError as e:
         raise FlavourdError(f"cannot listen for uevents: {e}") from None
