@@ -62,14 +62,17 @@ def input_key(root, policy_paths=()) -> tuple:
 def location(root, policy_paths=()) -> str | None:
     """Where a command keeps the cache for `root`; None: keep none (policy
     files named on the command line are one-off)."""
-    if policy_paths:
-        return None
+    return None if policy_paths else file_for(root, CACHE_NAME)
+
+
+def file_for(root, name: str) -> str:
+    """A cache file of `root`'s: in its run/vfio-flavourd/ on a real host,
+    else in the user's cache directory, named after the root's path."""
     if root.is_host:
-        return root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
+        return root.fspath(f"{RUN_DIR}/{name}")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    # One file per root directory, named after its path.
-    name = root.dirname.strip("/").replace("_", "__").replace("/", "_")
-    return os.path.join(base, "vfio-flavourd", f"root_{name}.pickle")
+    escaped = root.dirname.strip("/").replace("_", "__").replace("/", "_")
+    return os.path.join(base, "vfio-flavourd", f"root_{escaped}.{name}")
 
 
 def load_cached(root, policy_paths=(), path: str | None = None):

@@ -121,5 +121,8 @@ class Context:
             candidates = [self.root.fspath(c) for c in PCI_IDS_CANDIDATES]
             candidates += ["/" + c for c in PCI_IDS_CANDIDATES]
             path = next((p for p in candidates if os.path.isfile(p)), None)
-            self._pciids = PciIds(path)
+            from . import cache
+            self._pciids = PciIds(path, cache.file_for(self.root, "pci-names.marshal"))
+            import atexit
+            atexit.register(self._pciids.save)
         return self._pciids

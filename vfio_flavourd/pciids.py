@@ -2,18 +2,77 @@
 
 Looked up in the file's bytes, not parsed: a command prints names for the
 devices it shows, and parsing all 36,000 lines of pci.ids into dicts took
-longer than the interpreter's start.  A lookup is a few bytes.find()
-calls over the file read once.
+longer than the interpreter's start.  A lookup is a few bytes.find() and
+count() calls over the file read once.  The names found are kept in a small
+cache file (keyed by pci.ids' stat), so the next `plan` reads no pci.ids.
 """
 
 from __future__ import annotations
 
+import marshal
+import os
+
+
 class PciIds:
-    def __init__(self, path):
+    def __init__(self, path, cache: str | None = None):
         self.path = path
+        self.cache = cache
         self._data: bytes | None = None
-        self._names: dict = {}
+        self._names: dict | None = None
         self._vendor_pos: dict = {}
+        self._new = False
+
+    # -- the cache of names found ---------------------------------------------------
+
+    def _key(self):
+        try:
+            st = os.stat(self.path)
+        except (OSError, TypeError):
+            return None
+        return (str(self.path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _cached(self) -> dict:
+        if self._names is None:
+            self._names = {}
+            if self.cache:
+                try:
+                    st = os.stat(self.cache)
+                    if st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+                        with open(self.cache, "rb") as f:
+                            key, names = marshal.load(f)
+                        if key == self._key() and isinstance(names, dict):
+                            self._names = names
+                except (OSError, EOFError, ValueError, TypeError):
+                    pass
+        return self._names
+
+    def save(self) -> None:
+        """Write the names found to the cache file, if any were new; failing
+        to cache is never an error."""
+        if not (self.cache and self._new):
+            return
+        tmp = f"{self.cache}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.cache), mode=0o700, exist_ok=True)
+            with open(tmp, "wb") as f:
+                os.fchmod(f.fileno(), 0o600)
+                marshal.dump((self._key(), self._names), f)
+            os.replace(tmp, self.cache)
+            self._new = False
+        except (OSError, ValueError):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def _lookup(self, key: tuple, find):
+        names = self._cached()
+        if key not in names:
+            names[key] = find()
+            self._new = True
+        return names[key]
+
+    # -- pci.ids itself ---------------------------------------------------------------
 
     def _bytes(self) -> bytes:
         if self._data is None:
@@ -38,17 +97,13 @@ class PciIds:
         return self._vendor_pos[vid]
 
     def vendor(self, vid: int) -> str | None:
-        key = ("v", vid)
-        if key not in self._names:
+        def find():
             at = self._vendor_at(vid)
-            self._names[key] = self._line_rest(at + 7) if at >= 0 else None
-        return self._names[key]
+            return self._line_rest(at + 7) if at >= 0 else None
+        return self._lookup((vid,), find)
 
     def device(self, vid: int, did: int) -> str | None:
-        key = ("d", vid, did)
-        if key not in self._names:
-            self._names[key] = self._device(vid, did)
-        return self._names[key]
+        return self._lookup((vid, did), lambda: self._device(vid, did))
 
     def _device(self, vid: int, did: int) -> str | None:
         data = self._bytes()
