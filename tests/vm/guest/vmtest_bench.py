@@ -49,7 +49,7 @@ from vmtest_scenarios import clean_slate  # noqa: F401  (a fixture)
 BENCH = os.path.join(g.SHARE, "bench.json")
 SECTIONS = ("hotplug_kernel_events", "hotplug_udev_events", "apply_vs_driverctl")
 HOTPLUG_RUNS = 5
-N = 5
+N = 7
 POLL = 0.005
 
 
@@ -224,6 +224,25 @@ def timed(argv):
     return dt, res.stdout
 
 
+def import_times(args):
+    """What one run spends importing (python3 -X importtime), for the
+    record: the total and the costliest top-level imports."""
+    res = subprocess.run(["/usr/bin/python3", "-I", "-X", "importtime", *args],
+                         stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(vmpkg.SERVICE_ENV), cwd="/",
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = []
+    for line in res.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            self_us, cumulative, name = (x.strip() for x in line[12:].split("|", 2))
+            if self_us.isdigit():
+                rows.append((int(self_us), int(cumulative), name))
+    top = sorted((r for r in rows if not r[2].startswith(" ")), key=lambda r: -r[1])[:12]
+    return {"modules": len(rows), "total_s": round(sum(r[0] for r in rows) / 1e6, 4),
+            "top_level": [[name, round(cum / 1e6, 4)] for _, cum, name in top]}
+
+
 @pytest.fixture
 def driverctl():
     try:
@@ -316,6 +335,10 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
                      "check the driver link. It calls no udevadm and no systemctl with "
                      "--nosave.",
         }
+        section["imports"] = {"apply": import_times([vmpkg.SBIN, "apply", addr]),
+                              "release": import_times([vmpkg.SBIN, "release", addr]),
+                              "python3_c_pass": import_times(["-c", "pass"])}
+        on("e1000e")
         save("apply_vs_driverctl", section)
         g.record_timing("bench: vfio-flavourd apply (median)", med_apply)
         g.record_timing("bench: driverctl set-override (median)", med_set)
