@@ -67,12 +67,13 @@ class Args:
 def command_in(argv) -> str | None:
     """The command named in argv, when the words before it are global
     options spelt out in full; else None (argparse sorts it out)."""
-    takes_value = {flags[0] for flags, kw in GLOBAL_OPTIONS if kw.get("action") != "store_true"}
+    flags = {f[0] for f, kw in GLOBAL_OPTIONS if kw.get("action") == "store_true"}
+    takes_value = {f[0] for f, kw in GLOBAL_OPTIONS} - flags
     words = iter(argv)
     for w in words:
         if w in takes_value:
             next(words, None)
-        elif w == "--simulate" or w.split("=", 1)[0] in takes_value:
+        elif w in flags or w.split("=", 1)[0] in takes_value:
             continue
         else:
             return w if w in commands.COMMANDS else None
