@@ -16,6 +16,7 @@ import os
 import time
 from _thread import get_ident   # threading's, without importing threading
 
+from . import jsonlite
 from .root import RUN_DIR, Root
 
 STATE_VERSION = 1
@@ -60,11 +61,10 @@ class State:
     def _load(self, address: str) -> dict | None:
         """An unreadable or corrupt record is reported and read as absent
         rather than stopping every command."""
-        import json     # not at the top: `status` with nothing managed needs none
         path = self._file(address)
         try:
             with open(path) as f:
-                data = json.load(f)
+                data = jsonlite.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -77,12 +77,11 @@ class State:
         return data["record"]
 
     def _store(self, address: str, record: dict) -> None:
-        import json
         path = self._file(address)
         tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"
         os.makedirs(self.devices_dir, exist_ok=True)
         with open(tmp, "w") as f:
-            json.dump({"version": STATE_VERSION, "record": record}, f, indent=1, sort_keys=True)
+            f.write(jsonlite.dumps({"version": STATE_VERSION, "record": record}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
