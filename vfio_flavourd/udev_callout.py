@@ -59,7 +59,7 @@ def driver_for(sysfs, module: str):
 
 def run(argv, out=sys.stdout, err=sys.stderr) -> int:
     from .errors import FlavourdError
-    from .root import Root
+    from .root import RUN_DIR, Root
 
     if len(argv) != 1:
         print("usage: vfio-flavourd-udev ADDRESS  (run by udev's IMPORT{program})", file=err)
@@ -75,9 +75,11 @@ def run(argv, out=sys.stdout, err=sys.stderr) -> int:
             driver = driver_for(sysfs, d.module)
             if driver:
                 lines.append(f"VFIO_FLAVOURD_DRIVER={driver}")
-                marks = root.run_dir() / UDEV_MARKS
-                marks.mkdir(parents=True, exist_ok=True)
-                (marks / address).write_text(driver + "\n")
+                # Strings, not pathlib: this runs for every PCI add at boot.
+                marks = root.fspath(f"{RUN_DIR}/{UDEV_MARKS}")
+                os.makedirs(marks, exist_ok=True)
+                with open(os.path.join(marks, address), "w") as f:
+                    f.write(driver + "\n")
         out.write("\n".join(lines) + "\n")
         return 0
     except FlavourdError as e:
