@@ -16,10 +16,10 @@ or a root shell has. driverctl is Debian's package (0.111 in bookworm).
 (a) hotplug: QMP device_add of a modern virtio-net into the free root port
     rp4, until the running daemon has it on virtio_vfio_pci; HOTPLUG_RUNS
     times, each unplugged again. Once with the daemon on kernel events (no
-    udevd), right after the same number of raw runs: no daemon, this
-    process waits for the device and writes the override, unbinds,
-    writes drivers_probe and reads the link back (the kernel's own time
-    plus the least any tool can add); once with udevd running the installed
+    udevd), alternating with as many raw runs: the daemon stopped
+    (SIGSTOP), this process waits for the device and writes the override,
+    unbinds, writes drivers_probe and reads the link back (the kernel's own
+    time plus the least any tool can add); once with udevd running the installed
     rule and callout and the daemon on udev events (what a packaged install
     does).
 (b) `vfio-flavourd apply ADDR` against `driverctl --nosave set-override ADDR
@@ -34,6 +34,7 @@ or a root shell has. driverctl is Debian's package (0.111 in bookworm).
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -48,7 +49,7 @@ from vmtest_scenarios import clean_slate  # noqa: F401  (a fixture)
 
 BENCH = os.path.join(g.SHARE, "bench.json")
 SECTIONS = ("hotplug_kernel_events", "hotplug_udev_events", "apply_vs_driverctl")
-HOTPLUG_RUNS = 5
+HOTPLUG_RUNS = 7
 N = 7
 POLL = 0.005
 
@@ -159,17 +160,35 @@ def raw_bind(addr):
     g.rebind(addr, "virtio_vfio_pci")
 
 
+def raw_run_beside(daemon, qdev_id):
+    """A raw run while the daemon is stopped: its uevents wait in its
+    socket, and once continued it finds that device gone (a second's
+    grace, so that it is idle again before the next run)."""
+    daemon.signal(signal.SIGSTOP)
+    try:
+        return hotplug_once(qdev_id, bind=raw_bind)
+    finally:
+        daemon.signal(signal.SIGCONT)
+        time.sleep(1)
+
+
 def test_bench_hotplug_to_bound_daemon_on_kernel_events(clean_slate, etc_policy):
     with measured("hotplug_kernel_events"):
         assert g.device_behind("rp4") is None
-        g.modprobe("virtio_vfio_pci")       # the daemon's first run loads it
-        raw = [hotplug_once(f"benchr{i}", bind=raw_bind) for i in range(HOTPLUG_RUNS)]
+        g.modprobe("virtio_vfio_pci")       # as the daemon leaves it after its first run
         t0 = time.monotonic()
         d, notify, _ = installed_daemon(clean_slate)
+        raw, runs = [], []
         try:
             wait_ready(notify, t0)
             assert "listening on kernel events" in d.text(), d.text()
-            runs = [hotplug_once(f"benchk{i}") for i in range(HOTPLUG_RUNS)]
+            for i in range(HOTPLUG_RUNS):
+                # Alternating which goes first, so both see the same load.
+                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    if which == 0:
+                        runs.append(hotplug_once(f"benchk{i}"))
+                    else:
+                        raw.append(raw_run_beside(d, f"benchr{i}"))
         finally:
             notify.close()
         assert d.alive(), d.text()
