@@ -15,21 +15,65 @@ cache goes to the user's cache directory instead.
 
 from __future__ import annotations
 
+import marshal
 import os
+import sys
 
 from . import __version__
 from .root import POLICY_LAYERS, RUN_DIR
 
-CACHE_NAME = "callout-cache.pickle"
-# Bumped when the pickled classes change shape (2: named tuples, not dataclasses).
-FORMAT = 2
+CACHE_NAME = "callout-cache.marshal"
+# Bumped when the cached classes change shape (2: named tuples, not
+# dataclasses; 3: marshal of plain values, not pickle).
+FORMAT = 3
 
-try:
-    # The C unpickler alone: pickle.py imports re, struct and codecs, a
-    # quarter of a one-shot command's imports, to load a file it only reads.
-    from _pickle import load as _load
-except ImportError:        # not CPython
-    from pickle import load as _load
+# marshal, not pickle: marshal is built in, while even the C unpickler
+# imports copyreg and _compat_pickle, which under QEMU/TCG cost `apply` a
+# tenth of its time.  The objects go in as plain tuples and dicts, each
+# tagged with its class's name, and come back as the classes below; like
+# pickle, an object's __dict__ is restored without calling __init__.
+
+
+def _classes() -> dict:
+    from .aliases import Alias, VariantIndex
+    from .policy import ClassPrefix, Match, Policy, PolicyFile, Rule
+    return {c.__name__: c for c in (Alias, VariantIndex, ClassPrefix, Match, Policy, PolicyFile,
+                                    Rule)}
+
+
+_TAG = "\0vfio-flavourd:"
+
+
+def _plain(obj, classes: dict):
+    kind = type(obj)
+    if kind in (str, int, bool, float, type(None), bytes):
+        return obj
+    name = kind.__name__
+    if classes.get(name) is kind:
+        if isinstance(obj, tuple):
+            return (_TAG + name, tuple(_plain(x, classes) for x in obj))
+        return (_TAG + name, _plain(vars(obj), classes))
+    if kind in (tuple, list, set, frozenset):
+        return kind(_plain(x, classes) for x in obj)
+    if kind is dict:
+        return {k: _plain(v, classes) for k, v in obj.items()}
+    raise TypeError(f"cannot cache a {name}")
+
+
+def _restore(obj, classes: dict):
+    kind = type(obj)
+    if kind is tuple and len(obj) == 2 and type(obj[0]) is str and obj[0].startswith(_TAG):
+        cls = classes[obj[0][len(_TAG):]]
+        if issubclass(cls, tuple):
+            return cls(*(_restore(x, classes) for x in obj[1]))
+        new = cls.__new__(cls)
+        new.__dict__.update(_restore(obj[1], classes))
+        return new
+    if kind in (tuple, list, set, frozenset):
+        return kind(_restore(x, classes) for x in obj)
+    if kind is dict:
+        return {k: _restore(v, classes) for k, v in obj.items()}
+    return obj
 
 
 def _stat_key(path) -> tuple:
@@ -42,7 +86,7 @@ def _stat_key(path) -> tuple:
 
 def input_key(root, policy_paths=()) -> tuple:
     """Everything the cached objects were built from."""
-    parts = [__version__, FORMAT, root.kernel_release]
+    parts = [__version__, FORMAT, sys.version_info[:2], root.kernel_release]
     if policy_paths:
         parts += [_stat_key(p) for p in policy_paths]
     else:
@@ -81,22 +125,23 @@ def load_cached(root, policy_paths=(), path: str | None = None):
     path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     try:
         st = os.stat(path)
-        # Only ever unpickle a file that we own and nobody else can write.
+        # Only ever load a file that we own and nobody else can write.
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return None
         with open(path, "rb") as f:
-            key, policy, index = _load(f)
-    except Exception:   # noqa: BLE001  any unreadable or stale cache is a miss
-        return None
-    if key != input_key(root, policy_paths):
-        return None
-    return policy, index
+            key, policy, index = marshal.load(f)
+        if key != _plain(input_key(root, policy_paths), {}):
+            return None
+        classes = _classes()
+        return _restore(policy, classes), _restore(index, classes)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        return None     # any unreadable, stale or odd cache is a miss
 
 
 def _without_pathlib(policy, index) -> tuple:
-    """The policy and index with their file names as strings: unpickling a
-    Path imports pathlib, with re behind it, into every command that reads
-    the cache.  The names print the same."""
+    """The policy and index with their file names as strings: a Path would
+    bring pathlib, with re behind it, into every command that reads the
+    cache.  The names print the same."""
     from .aliases import VariantIndex
     from .policy import Policy
     files = [f._replace(path=str(f.path), masks=tuple(str(m) for m in f.masks))
@@ -107,19 +152,23 @@ def _without_pathlib(policy, index) -> tuple:
 
 def store(root, policy, index, policy_paths=(), path: str | None = None) -> None:
     """Write the cache atomically; failure to cache is never an error."""
-    import pickle
     path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     policy, index = _without_pathlib(policy, index)
+    classes = _classes()
+    try:
+        data = marshal.dumps((_plain(input_key(root, policy_paths), {}),
+                              _plain(policy, classes), _plain(index, classes)))
+    except (TypeError, ValueError):
+        return
     d = os.path.dirname(path)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}")
     try:
         os.makedirs(d, mode=0o700, exist_ok=True)
         with open(tmp, "wb") as f:
             os.fchmod(f.fileno(), 0o600)
-            pickle.dump((input_key(root, policy_paths), policy, index), f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(data)
         os.replace(tmp, path)
-    except (OSError, pickle.PicklingError):
+    except OSError:
         try:
             os.unlink(tmp)
         except OSError:
