@@ -27,15 +27,18 @@ class Install:
         compileall.compile_dir(self.site, quiet=1)
         bindir = os.path.join(dest, "bin")
         os.makedirs(bindir)
-        # The console script setuptools writes, and udev-rules/vfio-flavourd-udev;
-        # each puts the copy first on sys.path, where dist-packages would be.
-        self.cli = self._script(bindir, "vfio-flavourd", "",
-                                "from vfio_flavourd.cli import main\nsys.exit(main())\n")
-        with open(os.path.join(repo, "udev-rules", "vfio-flavourd-udev")) as f:
-            callout = f.read()
-        flags, _, body = callout.partition("\n")
-        self.callout = self._script(bindir, "vfio-flavourd-udev", flags[len("#!" + PY):].strip(),
-                                    body)
+        # The launchers the packages install (data/vfio-flavourd,
+        # udev-rules/vfio-flavourd-udev), with their flags; each puts the
+        # copy first on sys.path, where dist-packages would be.
+        self.cli = self._launcher(repo, bindir, "data/vfio-flavourd")
+        self.callout = self._launcher(repo, bindir, "udev-rules/vfio-flavourd-udev")
+
+    def _launcher(self, repo: str, bindir: str, source: str) -> str:
+        with open(os.path.join(repo, source)) as f:
+            text = f.read()
+        flags, _, body = text.partition("\n")
+        return self._script(bindir, os.path.basename(source), flags[len("#!" + PY):].strip(),
+                            body)
 
     def _script(self, bindir: str, name: str, flags: str, body: str) -> str:
         path = os.path.join(bindir, name)

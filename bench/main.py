@@ -10,10 +10,10 @@ import sys
 import tempfile
 import time
 
-from . import burst, callout, coldplug, host, index, memory, plan, report, vm
+from . import burst, callout, coldplug, host, index, memory, oneshot, plan, report, vm
 from .install import Install
 
-FIGURES = {1: plan, 2: index, 3: callout, 4: coldplug, 5: burst, 6: memory}
+FIGURES = {1: plan, 2: index, 3: callout, 4: coldplug, 5: burst, 6: memory, 8: oneshot}
 
 
 class Bench:

@@ -13,12 +13,13 @@ PY = "/usr/bin/python3"     # what the package's scripts run under
 
 
 def metric(figure: int, key: str, what: str, value, unit: str, target=None, note=None) -> dict:
-    """`target`: ("<", limit), (">", limit) or None for a figure reported
-    without one."""
+    """`target`: ("<", limit), ("<=", limit), (">", limit), ("==", value), or
+    None for a figure reported without one."""
     ok = None
     if target is not None and value is not None:
         op, limit = target
-        ok = value < limit if op == "<" else value > limit if op == ">" else value == limit
+        ok = {"<": value < limit, "<=": value <= limit, ">": value > limit,
+              "==": value == limit}[op]
     m = {"figure": figure, "key": key, "what": what, "value": value, "unit": unit,
          "target": None if target is None else f"{target[0]} {target[1]}", "pass": ok}
     if note:

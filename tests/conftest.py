@@ -53,3 +53,10 @@ def make_device(address="0000:3b:00.2", vendor=0x15B3, device=0x101E, sv=0x15B3,
     return PciDevice(address=address, vendor=vendor, device=device, subsystem_vendor=sv,
                      subsystem_device=sd, class_code=class_code,
                      modalias=make_modalias(vendor, device, sv, sd, class_code), **kw)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path_factory, monkeypatch):
+    """Commands on a copied root keep their policy cache in the user's cache
+    directory (cache.location); tests keep theirs out of the real one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

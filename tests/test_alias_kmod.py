@@ -117,7 +117,7 @@ def test_callout_and_its_cache_ignore_a_greedy_alias(tmp_path, monkeypatch):
     t.file("etc/vfio-flavourd/policy.d/10.yaml",
            "version: 1\nrules:\n  - {name: vfs, match: {device: 0x101e}, flavour: vfio}\n")
     first = _callout(t.root)                      # builds the cache
-    assert (t.root / "run/vfio-flavourd/callout-cache.pickle").exists()
+    assert (t.root / "run/vfio-flavourd/callout-cache.marshal").exists()
     second = _callout(t.root)                     # answers from it
     assert first == second
     assert "VFIO_FLAVOURD_MODULE=mlx5_vfio_pci" in first

@@ -64,6 +64,20 @@ def test_catch_all_uses_driver_name_not_module_name(tmp_path):
                            "sys/bus/pci/devices/0000:04:00.0/driver_override"]
 
 
+def test_a_module_whose_driver_is_registered_is_not_modprobed_again(tmp_path):
+    kernel, ctx = host_ctx(tmp_path, """\
+        version: 1
+        rules:
+          - {name: nic, match: {address: "0000:04:00.0"}, flavour: vfio}
+        """)
+    ctx.loader.load("vfio_pci")
+    n = len(kernel.ops)
+    o = apply(ctx)[E1000E]
+    assert (o.result, o.driver) == ("bound", "vfio-pci")
+    assert o.steps[0] == "module vfio_pci registers driver vfio-pci"
+    assert "modprobe" not in [op.kind for op in kernel.ops[n:]]
+
+
 def test_silent_probe_failure_is_caught_and_fallback_used(tmp_path):
     kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(ProbeFails("mlx5_vfio_pci", address=VF0))

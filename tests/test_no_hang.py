@@ -103,7 +103,7 @@ def test_fifo_as_a_sysfs_attribute(tree, attr):
 
 
 def test_fifo_as_the_callout_cache(tree, monkeypatch):
-    fifo(tree.root / "run/vfio-flavourd/callout-cache.pickle")
+    fifo(tree.root / "run/vfio-flavourd/callout-cache.marshal")
     monkeypatch.setenv("VFIO_FLAVOURD_ROOT", str(tree.root))
     code, out, err = run_cli(VF, module="vfio_flavourd.udev_callout", timeout=T,
                              env={"VFIO_FLAVOURD_ROOT": str(tree.root),

@@ -245,7 +245,13 @@ def installed(root: Path, *args, **extra_env) -> subprocess.CompletedProcess:
     """The unpacked entry point, run by its own #! line (Debian's python3),
     with only the unpacked modules on the path."""
     env = clean_env(PYTHONPATH=str(root / DIST), **extra_env)
-    return run(by_shebang(root / "usr/sbin/vfio-flavourd") + ["--root", root, *args], env=env)
+    return run(sbin(root) + ["--root", root, *args], env=env)
+
+
+def sbin(root: Path) -> list:
+    """The command by its #! line, without the -IS that would ignore the
+    PYTHONPATH pointing at the unpacked modules."""
+    return by_shebang(root / "usr/sbin/vfio-flavourd", drop=("-IS",))
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +313,7 @@ def test_installed_daemon_starts_notifies_and_stops(runnable, tmp_path):
     sock.bind(str(sock_path))
     sock.settimeout(60)
     env = clean_env(PYTHONPATH=str(runnable / DIST), NOTIFY_SOCKET=str(sock_path))
-    argv = by_shebang(runnable / "usr/sbin/vfio-flavourd")
+    argv = sbin(runnable)
     proc = subprocess.Popen(argv + ["--root", str(runnable), "daemon", "--dry-run"],
                             env=env, text=True, cwd="/",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

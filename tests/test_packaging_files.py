@@ -128,7 +128,7 @@ def test_completion_offers_every_command_and_global_option():
 
 
 @needs_bash
-@pytest.mark.parametrize("command", sorted(commands.load(n).NAME for n in commands.COMMANDS))
+@pytest.mark.parametrize("command", sorted(commands.COMMANDS))
 def test_completion_offers_each_commands_options(command):
     sub = _subparsers(cli.build_parser())[command]
     assert set(_complete(f"vfio-flavourd --root /x {command} -")) == _options(sub)
@@ -222,3 +222,20 @@ def test_unit_and_udev_rule_call_the_paths_the_packages_install():
     for c in callouts:
         src = TOP / "udev-rules" / os.path.basename(c)
         assert src.is_file() and os.access(src, os.X_OK), f"{c}: no executable {src}"
+
+
+# Python distribution -> Debian package, for what pyproject.toml requires.
+DEBIAN_NAMES = {"pyyaml": "python3-yaml", "pyudev": "python3-pyudev",
+                "systemd-python": "python3-systemd"}
+
+
+def test_debian_depends_on_every_python_dependency_and_the_journal_extra():
+    import tomllib
+    project = tomllib.loads((TOP / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["journal"]]
+    names = {re.split(r"[<>=!~ ;\[]", w, 1)[0].lower() for w in wanted}
+    assert names == set(DEBIAN_NAMES), "a new dependency needs its Debian name here"
+    control = (TOP / "packaging/debian/control").read_text()
+    depends = control.split("\nPackage: vfio-flavourd\n")[1].split("\nDescription:")[0]
+    for name in names:
+        assert f" {DEBIAN_NAMES[name]}," in depends, DEBIAN_NAMES[name]

@@ -63,3 +63,9 @@ def test_rules_unit_writes_before_udev_reads():
             "/run/udev/rules.d/70-vfio-flavourd.rules") in text
     assert "ReloadPropagatedFrom=vfio-flavourd.service" in text
     assert RULE.name == "70-vfio-flavourd.rules"     # the name it replaces
+
+
+def test_journald_reads_the_priority_prefixes():
+    # Without systemd-python and journald's socket, the daemon's stderr lines
+    # carry "<N>" prefixes (log.py); SyslogLevelPrefix=no would print them.
+    assert "SyslogLevelPrefix" not in UNIT.read_text()

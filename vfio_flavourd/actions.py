@@ -5,7 +5,6 @@ and the udev path."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Optional
 
 from . import deadline, engine, pci
 from .binder import Binder, Outcome, fresh
@@ -106,7 +105,7 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
                    driver=dev.driver, previous_driver=dev.driver, message=reason)
 
 
-def decisions_for(ctx, addresses: Optional[Iterable[str]] = None) -> list:
+def decisions_for(ctx, addresses=None) -> list:
     """Decisions for the given addresses (all devices when None)."""
     if addresses is None:
         devices = list(pci.scan(ctx.sysfs, ctx.warn))

@@ -10,10 +10,7 @@ outside brackets) and drops one with unbalanced brackets.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-from . import globmatch
+from . import globmatch, globs
 from ._record import REQUIRED, record
 from .modprobe import normalise_module, valid_module_name
 from .safeio import read_bytes, read_text
@@ -23,9 +20,22 @@ CATCH_ALL = "vfio_pci"
 
 # The seven fields of a pci/vfio_pci alias, in file2alias's order.  Vendor and
 # device ids are upper-case hex, so the lower-case field letters never clash.
-_FIELDS_RE = re.compile(
-    r"v(?P<v>[^d]*)d(?P<d>.*?)sv(?P<sv>.*?)sd(?P<sd>.*?)bc(?P<bc>.*?)sc(?P<sc>.*?)i(?P<i>.*)",
-    re.DOTALL)
+# \Z, not $: "$" also matches before a trailing newline.
+FIELDS_PATTERN = (
+    r"v(?P<v>[^d]*)d(?P<d>.*?)sv(?P<sv>.*?)sd(?P<sd>.*?)bc(?P<bc>.*?)sc(?P<sc>.*?)i(?P<i>.*)\Z")
+_FIELDS_RE = []
+
+
+def _fields_re():
+    """The fields regex, compiled when first needed: only building the
+    index needs it, and a command that reads the index from the cache
+    never imports `re`."""
+    if not _FIELDS_RE:
+        import re
+        _FIELDS_RE.append(re.compile(FIELDS_PATTERN, re.DOTALL))
+    return _FIELDS_RE[0]
+
+
 FIELD_NAMES = ("v", "d", "sv", "sd", "bc", "sc", "i")
 
 
@@ -45,9 +55,13 @@ class Alias(record("Alias", (
         """`modalias` as sysfs gives it ("pci:v...")."""
         if not modalias.startswith("pci:"):
             return False
-        regex = _REGEX.get(self.pattern)
+        pattern = self.pattern
+        if "[" not in pattern and "?" not in pattern and "\\" not in pattern:
+            # '*' alone means the same to glibc and to globs, which needs no re.
+            return globs.fnmatchcase(modalias[4:], pattern)
+        regex = _REGEX.get(pattern)
         if regex is None:
-            regex = _REGEX[self.pattern] = globmatch.compile(self.pattern)
+            regex = _REGEX[pattern] = globmatch.compile(pattern)
         return regex.fullmatch(modalias[4:]) is not None
 
     @property
@@ -57,7 +71,7 @@ class Alias(record("Alias", (
 
 def fields(pattern: str):
     """The seven fields of a pattern, or None when it has not got them."""
-    m = _FIELDS_RE.fullmatch(pattern)
+    m = _fields_re().match(pattern)
     return None if m is None else [m.group(name) for name in FIELD_NAMES]
 
 
@@ -79,7 +93,7 @@ def wildcard_count(pattern: str) -> int:
 def alias_fields(pattern: str) -> dict | None:
     """{"v": ..., "d": ..., ..., "i": ...}: the pattern's seven fields as
     written, or None when it is not shaped like a pci alias."""
-    m = _FIELDS_RE.match(pattern)
+    m = _fields_re().match(pattern)
     return None if m is None else {name: m.group(name) for name in FIELD_NAMES}
 
 
@@ -90,7 +104,7 @@ def make_alias(module: str, pattern: str, origin: str) -> Alias:
 
 def _vendor_key(pattern: str) -> str | None:
     """The exact vendor field, or None when the pattern matches any vendor."""
-    m = _FIELDS_RE.fullmatch(pattern)
+    m = _fields_re().match(pattern)
     if m and not any(c in m.group("v") for c in "*?[\\"):
         return m.group("v")
     return None

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 
 import time
-from dataclasses import dataclass, field
-from typing import Optional
 
 from . import guards, pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
@@ -26,36 +24,9 @@ from .iommu import open_holders
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
+from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
+from .pci import fresh  # noqa: F401  (re-exported)
 from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
-
-OK_RESULTS = ("bound", "kept", "released", "dry-run", "skipped")
-
-
-@dataclass
-class Outcome:
-    address: str
-    action: str
-    result: str
-    module: Optional[str] = None
-    driver: Optional[str] = None
-    previous_driver: Optional[str] = None
-    rule: Optional[str] = None
-    message: str = ""
-    steps: list = field(default_factory=list)
-    # Seconds each unbind and probe write may take (the rule's unbind_timeout).
-    deadline: float = field(default=DEFAULT_TIMEOUT, repr=False, compare=False)
-    # The abandoned write of a `stuck` outcome: the device's lock goes with it.
-    stuck: object = field(default=None, repr=False, compare=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.result in OK_RESULTS
-
-    def as_dict(self) -> dict:
-        return {"address": self.address, "action": self.action, "result": self.result,
-                "ok": self.ok, "module": self.module, "driver": self.driver,
-                "previous_driver": self.previous_driver, "rule": self.rule,
-                "message": self.message, "steps": list(self.steps)}
 
 
 class _StepFailed(Exception):
@@ -111,10 +82,10 @@ class Binder:
     # device, and a transient error (ENOMEM, EBUSY) must not do that.
     ROLLBACK_ATTEMPTS = 3
 
-    def current_driver(self, address: str) -> Optional[str]:
+    def current_driver(self, address: str) -> str | None:
         return self.sysfs.link(self._dev(address, "driver"))
 
-    def settle(self, address: str, want: Optional[str]) -> Optional[str]:
+    def settle(self, address: str, want: str | None) -> str | None:
         """Read the driver link until it names `want` or the bounded wait
         ends; PCI probing is synchronous for these drivers, so this normally
         returns at the first read."""
@@ -141,18 +112,22 @@ class Binder:
                           f"(no sys/module/{module}/drivers/pci:*)")
 
     def load(self, out: Outcome, module: str) -> str:
-        out.steps.append(f"modprobe {module}")
-        try:
-            self.loader.load(module)
-        except ModprobeError as e:
-            raise _StepFailed(str(e)) from None
+        # A module whose PCI driver is registered is loaded: no modprobe
+        # process for it (under QEMU/TCG that process was a third of
+        # `apply`).  Otherwise kmod decides, as before.
+        if not driver_names(self.sysfs, module):
+            out.steps.append(f"modprobe {module}")
+            try:
+                self.loader.load(module)
+            except ModprobeError as e:
+                raise _StepFailed(str(e)) from None
         driver = self.resolve_driver(module)
         out.steps.append(f"module {module} registers driver {driver}")
         return driver
 
     # -- ownership ----------------------------------------------------------------
 
-    def override_owner(self, dev: pci.PciDevice) -> Optional[str]:
+    def override_owner(self, dev: pci.PciDevice) -> str | None:
         return override_owner(self.sysfs, self.state, dev)
 
     # -- bind -----------------------------------------------------------------------
@@ -406,13 +381,3 @@ class Binder:
                         "1" if value else "0", "set sriov_drivers_autoprobe")
         except _StepFailed as e:
             out.steps.append(f"warning: {e}")
-
-
-def fresh(sysfs, address: str) -> Optional[pci.PciDevice]:
-    try:
-        return pci.read_device(sysfs, address)
-    except (UnknownDevice, DeviceGone):
-        return None
-
-
-

@@ -1,24 +1,80 @@
-"""A compiled cache of the policy and the variant index, for the udev callout.
+"""A compiled cache of the policy and the variant index.
 
-The callout runs on the boot path of every PCI device; parsing YAML and
-modules.alias each time would cost more than the interpreter's start.  The
-cache lives in run/vfio-flavourd/ and is keyed by the stat of every input
-(policy directories and files, modules.alias, modules.builtin.modinfo), so
-any edit, added or masked file, or new kernel package invalidates it.
+The udev callout runs on the boot path of every PCI device, and a one-shot
+command such as `apply ADDRESS` is compared with driverctl: parsing YAML
+and modules.alias each time would cost more than the interpreter's start.
+The cache is keyed by the stat of every input (policy directories and
+files, modules.alias, modules.builtin.modinfo), so any edit, added or
+masked file, or new kernel package invalidates it.
+
+Where it lives: the managed machine's run/vfio-flavourd/ (on a real host
+/run/vfio-flavourd/, shared by the callout and the commands).  A command
+on a copy of another machine (`--root DIR`) does not write into DIR: its
+cache goes to the user's cache directory instead.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
+import sys
 
 from . import __version__, safeio
+from .root import POLICY_LAYERS, RUN_DIR
 
-CACHE_NAME = "callout-cache.pickle"
-# Bumped when the pickled classes change shape (2: named tuples, not
-# dataclasses) or what they mean (3: aliases matched as glibc fnmatch,
-# malformed ones left out).
-FORMAT = 3
+CACHE_NAME = "callout-cache.marshal"
+# Bumped when the cached classes change shape (2: named tuples, not
+# dataclasses; 3: aliases matched as glibc fnmatch, malformed ones left
+# out; 4: marshal of plain values, not pickle).
+FORMAT = 4
+
+# marshal, not pickle: marshal is built in, while even the C unpickler
+# imports copyreg and _compat_pickle, which under QEMU/TCG cost `apply` a
+# tenth of its time.  The objects go in as plain tuples and dicts, each
+# tagged with its class's name, and come back as the classes below; like
+# pickle, an object's __dict__ is restored without calling __init__.
+
+
+def _classes() -> dict:
+    from .aliases import Alias, VariantIndex
+    from .policy import ClassPrefix, Match, Policy, PolicyFile, Rule
+    return {c.__name__: c for c in (Alias, VariantIndex, ClassPrefix, Match, Policy, PolicyFile,
+                                    Rule)}
+
+
+_TAG = "\0vfio-flavourd:"
+
+
+def _plain(obj, classes: dict):
+    kind = type(obj)
+    if kind in (str, int, bool, float, type(None), bytes):
+        return obj
+    name = kind.__name__
+    if classes.get(name) is kind:
+        if isinstance(obj, tuple):
+            return (_TAG + name, tuple(_plain(x, classes) for x in obj))
+        return (_TAG + name, _plain(vars(obj), classes))
+    if kind in (tuple, list, set, frozenset):
+        return kind(_plain(x, classes) for x in obj)
+    if kind is dict:
+        return {k: _plain(v, classes) for k, v in obj.items()}
+    raise TypeError(f"cannot cache a {name}")
+
+
+def _restore(obj, classes: dict):
+    kind = type(obj)
+    if kind is tuple and len(obj) == 2 and type(obj[0]) is str and obj[0].startswith(_TAG):
+        cls = classes[obj[0][len(_TAG):]]
+        if issubclass(cls, tuple):
+            return cls(*(_restore(x, classes) for x in obj[1]))
+        new = cls.__new__(cls)
+        new.__dict__.update(_restore(obj[1], classes))
+        return new
+    if kind in (tuple, list, set, frozenset):
+        return kind(_restore(x, classes) for x in obj)
+    if kind is dict:
+        return {k: _restore(v, classes) for k, v in obj.items()}
+    return obj
 
 
 def _stat_key(path) -> tuple:
@@ -31,53 +87,99 @@ def _stat_key(path) -> tuple:
 
 def input_key(root, policy_paths=()) -> tuple:
     """Everything the cached objects were built from."""
-    parts = [__version__, FORMAT, root.kernel_release]
+    parts = [__version__, FORMAT, sys.version_info[:2], root.kernel_release]
     if policy_paths:
         parts += [_stat_key(p) for p in policy_paths]
     else:
-        for d in root.policy_dirs():
+        for d in (root.fspath(p) for p in POLICY_LAYERS):
             parts.append(_stat_key(d))
             try:
                 names = sorted(os.listdir(d))
             except OSError:
                 continue
             parts += [_stat_key(os.path.join(d, n)) for n in names if n.endswith(".yaml")]
-    mdir = root.modules_dir()
-    parts.append(_stat_key(mdir / "modules.alias"))
-    parts.append(_stat_key(mdir / "modules.builtin.modinfo"))
+    mdir = root.modules_fspath()
+    parts.append(_stat_key(mdir + "/modules.alias"))
+    parts.append(_stat_key(mdir + "/modules.builtin.modinfo"))
     return tuple(parts)
 
 
-def load_cached(root, policy_paths=()):
-    """(policy, index) from the cache when it is current, else None."""
-    path = root.run_dir() / CACHE_NAME
+def location(root, policy_paths=()) -> str | None:
+    """Where a command keeps the cache for `root`; None: keep none (policy
+    files named on the command line are one-off)."""
+    return None if policy_paths else file_for(root, CACHE_NAME)
+
+
+def file_for(root, name: str) -> str:
+    """A cache file of `root`'s: in its run/vfio-flavourd/ on a real host,
+    else in the user's cache directory, named after the root's path."""
+    if root.is_host:
+        return root.fspath(f"{RUN_DIR}/{name}")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    escaped = root.dirname.strip("/").replace("_", "__").replace("/", "_")
+    return os.path.join(base, "vfio-flavourd", f"root_{escaped}.{name}")
+
+
+def load_cached(root, policy_paths=(), path: str | None = None):
+    """(policy, index) from the cache when it is current, else None.
+    `path`: the cache file (default: the root's run/vfio-flavourd/)."""
+    path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     try:
         fd = safeio.open_regular(path, os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
+        try:
             st = os.fstat(fd)
-            # Only ever unpickle a file that we (root) own and nobody else can write.
+            # Only ever load a file that we own and nobody else can write.
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return None
-            key, policy, index = pickle.load(f)
-    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError,
-            RecursionError):
-        return None
-    if key != input_key(root, policy_paths):
-        return None
-    return policy, index
+            with os.fdopen(fd, "rb") as f:
+                fd = None
+                key, policy, index = marshal.load(f)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if key != _plain(input_key(root, policy_paths), {}):
+            return None
+        classes = _classes()
+        return _restore(policy, classes), _restore(index, classes)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            RecursionError, MemoryError):
+        return None     # any unreadable, stale or odd cache is a miss
 
 
-def store(root, policy, index, policy_paths=()) -> None:
+def _without_pathlib(policy, index) -> tuple:
+    """The policy and index with their file names as strings: a Path would
+    bring pathlib, with re behind it, into every command that reads the
+    cache.  The names print the same."""
+    from .aliases import VariantIndex
+    from .policy import Policy
+    files = [f._replace(path=str(f.path), masks=tuple(str(m) for m in f.masks))
+             for f in policy.files]
+    source = None if index.source is None else str(index.source)
+    return Policy(policy.rules, files), VariantIndex(index.aliases, source, index.warnings)
+
+
+def store(root, policy, index, policy_paths=(), path: str | None = None) -> None:
     """Write the cache atomically; failure to cache is never an error."""
-    from .errors import FlavourdError
-    from .root import RUN_DIR
+    path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
+    policy, index = _without_pathlib(policy, index)
+    classes = _classes()
     try:
-        d = root.ensure_dir(RUN_DIR)
-        tmp = os.path.join(d, f".{CACHE_NAME}.{os.getpid()}")
-        with os.fdopen(safeio.create(tmp, mode=0o600), "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            pickle.dump((input_key(root, policy_paths), policy, index), f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, os.path.join(d, CACHE_NAME))
-    except (OSError, FlavourdError, RecursionError):
-        pass
+        data = marshal.dumps((_plain(input_key(root, policy_paths), {}),
+                              _plain(policy, classes), _plain(index, classes)))
+    except (TypeError, ValueError, RecursionError):
+        return
+    d = os.path.dirname(path)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}")
+    from .errors import FlavourdError
+    try:
+        if root.is_host or path.startswith(root.fspath(RUN_DIR) + "/"):
+            root.ensure_dir(RUN_DIR)        # inside the root, checked
+        else:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        safeio.write_new(tmp, data, mode=0o600, exclusive=True)
+        os.replace(tmp, path)
+    except (OSError, FlavourdError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

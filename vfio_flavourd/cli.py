@@ -6,7 +6,6 @@ never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import __version__, commands
@@ -16,31 +15,86 @@ from .root import ENV_ROOT, Root
 PROG = "vfio-flavourd"
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Global options, before the command: (flags, add_argument keywords).
+GLOBAL_OPTIONS = (
+    (("--root",), dict(metavar="DIR", default=None,
+                       help=f"treat DIR as / (default: ${ENV_ROOT} or /)")),
+    (("--kernel-release",), dict(
+        metavar="REL", default=None,
+        help="kernel release whose modules.alias to read (default: uname -r, or the "
+             "root's proc/sys/kernel/osrelease)")),
+    (("--policy",), dict(metavar="FILE", action="append", default=[],
+                         help="read this policy file instead of the policy.d search path "
+                              "(repeatable)")),
+    (("--simulate",), dict(action="store_true",
+                           help="act on a scratch copy of --root through the simulated "
+                                "kernel (nothing is written to the root or to real devices)")),
+)
+
+
+def build_parser(only: str | None = None):
+    """The argparse parser; with `only`, every command is listed but only
+    that one's module is imported and its arguments set up."""
+    import argparse
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Give each PCI device the most specific VFIO driver its flavour "
                     "policy asks for.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--root", metavar="DIR", default=None,
-                   help=f"treat DIR as / (default: ${ENV_ROOT} or /)")
-    p.add_argument("--kernel-release", metavar="REL", default=None,
-                   help="kernel release whose modules.alias to read (default: uname -r, "
-                        "or the root's proc/sys/kernel/osrelease)")
-    p.add_argument("--policy", metavar="FILE", action="append", default=[],
-                   help="read this policy file instead of the policy.d search path "
-                        "(repeatable)")
-    p.add_argument("--simulate", action="store_true",
-                   help="act on a scratch copy of --root through the simulated kernel "
-                        "(nothing is written to the root or to real devices)")
+    for flags, kw in GLOBAL_OPTIONS:
+        p.add_argument(*flags, **kw)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in commands.COMMANDS:
-        mod = commands.load(name)
-        sp = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP[0].upper() + mod.HELP[1:] + ".")
-        mod.add_arguments(sp)
-        sp.set_defaults(_module=mod)
+    for name, text in commands.COMMANDS.items():
+        sp = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if only is None or name == only:
+            mod = commands.load(name)
+            mod.add_arguments(sp)
+            sp.set_defaults(_module=mod)
     return p
+
+
+class Args:
+    """The parsed command line, as attributes (what argparse's Namespace gives)."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Args({self.__dict__!r})"
+
+
+def command_in(argv) -> str | None:
+    """The command named in argv, when the words before it are global
+    options spelt out in full; else None (argparse sorts it out)."""
+    flags = {f[0] for f, kw in GLOBAL_OPTIONS if kw.get("action") == "store_true"}
+    takes_value = {f[0] for f, kw in GLOBAL_OPTIONS} - flags
+    words = iter(argv)
+    for w in words:
+        if w in takes_value:
+            next(words, None)
+        elif w in flags or w.split("=", 1)[0] in takes_value:
+            continue
+        else:
+            return w if w in commands.COMMANDS else None
+    return None
+
+
+def parse_args(argv):
+    """Plain command lines without argparse (see fastargs); argparse for
+    the rest, with only the named command's module imported."""
+    from . import fastargs
+    command = command_in(argv)
+    if command is not None:
+        mod = commands.load(command)
+        rec = fastargs.Recorder()
+        mod.add_arguments(rec)
+        if rec.supported:
+            glob = [fastargs.Spec(flags, kw) for flags, kw in GLOBAL_OPTIONS]
+            values = fastargs.parse(glob, command, rec.specs, argv)
+            if values is not None:
+                return Args(dict(values, _module=mod))
+    return build_parser(command).parse_args(argv)
 
 
 def make_context(args):
@@ -69,8 +123,9 @@ def make_context(args):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = parse_args(argv)
     from .output import Escaping
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = Escaping(sys.stdout), Escaping(sys.stderr)

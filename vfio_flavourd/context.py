@@ -4,13 +4,9 @@ touches."""
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
-from typing import Optional
 
-from .aliases import VariantIndex, load_index
-from .pciids import PciIds
-from .policy_load import load_policy
 from .root import PCI_IDS_CANDIDATES, Root
 from .sysfs import Sysfs
 
@@ -20,10 +16,10 @@ class Context:
         self.root = root
         self.policy_paths = list(policy_paths or [])
         self.stderr = stderr or sys.stderr
-        self._sysfs: Optional[Sysfs] = None
-        self._index: Optional[VariantIndex] = None
+        self._sysfs = None
+        self._index = None
         self._policy = None
-        self._pciids: Optional[PciIds] = None
+        self._pciids = None
         self._warned: set = set()
         self._state = None
         self._loader = None
@@ -34,7 +30,7 @@ class Context:
             print(f"vfio-flavourd: warning: {message}", file=self.stderr)
 
     @property
-    def sysfs(self) -> Sysfs:
+    def sysfs(self):
         if self._sysfs is None:
             self._sysfs = Sysfs(self.root)
         return self._sysfs
@@ -44,18 +40,48 @@ class Context:
         self._sysfs = value
 
     @property
-    def index(self) -> VariantIndex:
+    def index(self):
         if self._index is None:
-            self._index = load_index(self.root.modules_dir())
-            for w in self._index.warnings:
-                self.warn(w)
+            self._load()
         return self._index
 
     @property
     def policy(self):
         if self._policy is None:
-            self._policy = load_policy(self.root, self.policy_paths)
+            self._load(need_policy=True)
         return self._policy
+
+    def _load(self, need_policy: bool = False) -> None:
+        """The policy and the variant index, from the compiled cache when it
+        is current (parsing YAML costs more than the rest of a one-shot
+        command), else from their files, then cached for the next run.  A
+        broken policy is an error only to those who asked for the policy."""
+        from . import cache
+        from .errors import PolicyError
+        where = cache.location(self.root, self.policy_paths)
+        cached = where and cache.load_cached(self.root, self.policy_paths, where)
+        if cached:
+            policy, index = cached
+        else:
+            from .aliases import load_index
+            from .policy_load import load_policy
+            index = self._index if self._index is not None else \
+                load_index(self.root.modules_dir())
+            try:
+                policy = self._policy if self._policy is not None else \
+                    load_policy(self.root, self.policy_paths)
+            except PolicyError:
+                if need_policy:
+                    raise
+                policy = None
+            if where and policy is not None:
+                cache.store(self.root, policy, index, self.policy_paths, where)
+        if self._policy is None:
+            self._policy = policy
+        if self._index is None:
+            self._index = index
+            for w in index.warnings:
+                self.warn(w)
 
     @property
     def state(self):
@@ -89,15 +115,16 @@ class Context:
         return override_owner(self.sysfs, self.state, dev)
 
     @property
-    def pciids(self) -> PciIds:
+    def pciids(self):
         if self._pciids is None:
+            from .pciids import PciIds
             # pci.ids is a database, not machine state: when a copied root
             # has none, the names this machine knows are still right.
-            path = self.root.pci_ids()
-            if path is None:
-                for c in PCI_IDS_CANDIDATES:
-                    if Path("/", c).is_file():
-                        path = Path("/", c)
-                        break
-            self._pciids = PciIds(path)
+            candidates = [self.root.fspath(c) for c in PCI_IDS_CANDIDATES]
+            candidates += ["/" + c for c in PCI_IDS_CANDIDATES]
+            path = next((p for p in candidates if os.path.isfile(p)), None)
+            from . import cache
+            self._pciids = PciIds(path, cache.file_for(self.root, "pci-names.marshal"))
+            import atexit
+            atexit.register(self._pciids.save)
         return self._pciids

@@ -133,7 +133,7 @@ class Daemon:
         with self._ctx_lock:
             ctx = self.ctx
         try:
-            if action == REMOVE and pci.ADDRESS_RE.match(address) and \
+            if action == REMOVE and pci.is_address(address) and \
                     not ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 if ctx.state.get(address) is not None:
                     ctx.state.update(address, None)

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from .errors import FlavourdError, SysfsError
 
-DEFAULT_TIMEOUT = 60.0
+from .outcome import DEFAULT_DEADLINE as DEFAULT_TIMEOUT  # noqa: E402  (one number)
 # After this long the write is "slow": the daemon's other workers carry on.
 PATIENCE = 1.0
 

@@ -20,7 +20,6 @@ uses them, and translate() raises Unsupported rather than guess.
 
 from __future__ import annotations
 
-import re
 
 NEVER = "(?!)"
 
@@ -95,11 +94,12 @@ def _bracket(pat: str, i: int):
     # range or after a backslash, where glibc gives up on the match.
     if poisoned:
         return NEVER, i + 1
-    return re.escape("["), i + 1
+    return "\\[", i + 1
 
 
 def translate(pat: str) -> str:
     """A regular expression (for re.fullmatch) equivalent to fnmatch(pat, s, 0)."""
+    import re       # here, not at the top: most commands match '*'-only globs
     out = []
     i, n = 0, len(pat)
     while i < n:
@@ -128,4 +128,5 @@ def translate(pat: str) -> str:
 
 
 def compile(pat: str) -> "re.Pattern":
+    import re
     return re.compile(translate(pat), re.DOTALL)

@@ -8,7 +8,6 @@ sentence naming what would break; an empty list means the device is safe.
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 from . import guards_storage, guards_virtio, safeio
 from .pci import PciDevice
@@ -16,7 +15,7 @@ from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
 
-def _descendants(sysfs: Sysfs, address: str) -> Iterator[tuple]:
+def _descendants(sysfs: Sysfs, address: str):
     """(name, path) of every directory below the device's own sysfs dir,
     links not followed (they lead out of the device; os.walk does not
     descend into them)."""

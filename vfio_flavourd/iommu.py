@@ -8,10 +8,9 @@ bound to a vfio driver or pci-stub, or to no driver; bridges do not count
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional
 
 from . import pci
+from ._record import REQUIRED, record
 from .engine import is_vfio_driver
 from .errors import DeviceGone, UnknownDevice
 from .sysfs import Sysfs
@@ -19,18 +18,18 @@ from .sysfs import Sysfs
 NEUTRAL_DRIVERS = ("pci-stub",)
 
 
-@dataclass(frozen=True)
-class GroupStatus:
-    group: Optional[str]
-    members: tuple
-    blockers: tuple          # ((address, driver), ...)
+class GroupStatus(record("GroupStatus", (
+        ("group", REQUIRED),
+        ("members", REQUIRED),
+        ("blockers", REQUIRED)))):      # ((address, driver), ...)
+    __slots__ = ()
 
     @property
     def viable(self) -> bool:
         return self.group is not None and not self.blockers
 
 
-def group_status(sysfs: Sysfs, group: Optional[str], vfio_modules=()) -> GroupStatus:
+def group_status(sysfs: Sysfs, group: str | None, vfio_modules=()) -> GroupStatus:
     if group is None:
         return GroupStatus(None, (), ())
     members = tuple(pci.iommu_group_members(sysfs, group))
@@ -47,7 +46,7 @@ def group_status(sysfs: Sysfs, group: Optional[str], vfio_modules=()) -> GroupSt
     return GroupStatus(group, members, tuple(blockers))
 
 
-def open_holders(sysfs: Sysfs, address: str, group: Optional[str]) -> list:
+def open_holders(sysfs: Sysfs, address: str, group: str | None) -> list:
     """[(pid, comm, path)] of processes holding the device's VFIO nodes open:
     its group's /dev/vfio/N, and its iommufd cdev /dev/vfio/devices/vfioX.
     A device in use by a VM must not be moved under it."""

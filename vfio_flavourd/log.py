@@ -1,5 +1,13 @@
 """Logging: structured fields to the journal under systemd, plain lines to
-stderr otherwise.  No log files: systemd keeps logs."""
+stderr otherwise.  No log files: systemd keeps logs.
+
+Under the journal (JOURNAL_STREAM names our stderr), in order of choice:
+systemd-python's JournalHandler when it is installed; else our own
+journal.JournalHandler, the same native protocol, when journald's socket is
+there; else stderr lines with a "<N>" priority prefix, which journald turns
+into priorities (SyslogLevelPrefix=, on by default; the unit leaves it on),
+with the structured fields only as text.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +45,15 @@ class _FieldsFormatter(logging.Formatter):
         return base
 
 
+class _PriorityPrefix(_FieldsFormatter):
+    """For stderr read by journald: "<N>" before each line (sd-daemon(3))."""
+
+    def format(self, record):
+        from .journal import priority
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
 class _JournalFields(logging.Filter):
     """systemd.journal.JournalHandler sends extra record attributes as journal
     fields; copy ours there."""
@@ -65,19 +82,35 @@ def setup(verbose: bool = False, stream=None) -> logging.Logger:
     logger.handlers.clear()
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
-    handler = None
-    if stream is None and under_journal():
-        try:
-            from systemd.journal import JournalHandler
-            handler = JournalHandler(SYSLOG_IDENTIFIER=LOGGER)
-            handler.addFilter(_JournalFields())
-        except ImportError:
-            handler = None
+    journald = stream is None and under_journal()
+    handler = journal_handler() if journald else None
     if handler is None:
         handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(_FieldsFormatter("%(levelname)s: %(message)s"))
+        formatter = _PriorityPrefix if journald else _FieldsFormatter
+        handler.setFormatter(formatter("%(levelname)s: %(message)s"))
     logger.addHandler(handler)
+    if journald and isinstance(handler, logging.StreamHandler):
+        logger.info(NO_JOURNAL)
     return logger
+
+
+NO_JOURNAL = ("journald's socket is missing and systemd-python is not installed (pip install "
+              "'vfio-flavourd[journal]', or on Debian apt install python3-systemd): logging "
+              "to stderr, where journald keeps the priorities but not the fields")
+
+
+def journal_handler(socket_path: str | None = None):
+    """A handler that writes journal entries with our fields, or None when
+    journald's socket is not there."""
+    from . import journal
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        path = socket_path or journal.SOCKET
+        return journal.JournalHandler(LOGGER, path) if journal.available(path) else None
+    handler = JournalHandler(SYSLOG_IDENTIFIER=LOGGER)
+    handler.addFilter(_JournalFields())
+    return handler
 
 
 def log_outcome(logger, outcome) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -19,6 +18,7 @@ def table(headers, rows, out=None) -> None:
 
 
 def dump_json(obj, out=None) -> None:
+    import json
     out = out or sys.stdout
     # allow_nan=False: NaN and Infinity are not JSON; a value that cannot
     # be written as JSON is a bug to report, never output to a parser.

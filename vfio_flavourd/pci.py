@@ -6,9 +6,6 @@ Attributes that an old kernel or a bridge lacks are None, never an error.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-
 from ._record import REQUIRED, record
 from .errors import DeviceGone, SysfsError, UnknownDevice, UsageError
 from .modprobe import module_of_driver
@@ -16,7 +13,26 @@ from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
 # Domains are 4 hex digits, except behind Intel VMD, which adds 5-digit ones.
-ADDRESS_RE = re.compile(r"[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
+# \Z, not $: "$" also matches before a trailing newline.
+ADDRESS_PATTERN = r"[0-9a-f]{4,5}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z"
+_HEX = frozenset("0123456789abcdef")
+
+
+def __getattr__(name):
+    # ADDRESS_RE, compiled on first use: is_address() does without `re`.
+    if name == "ADDRESS_RE":
+        import re
+        globals()[name] = re.compile(ADDRESS_PATTERN)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_address(text: str) -> bool:
+    """A PCI address as the kernel writes it (ADDRESS_PATTERN)."""
+    domain, _, rest = text.partition(":")
+    return (len(domain) in (4, 5) and len(rest) == 7 and rest[2] == ":" and rest[5] == "."
+            and _HEX.issuperset(domain) and _HEX.issuperset(rest[:2] + rest[3:5])
+            and rest[6] in "01234567")
 
 CLASS_BRIDGE_HOST = 0x0600
 CLASS_BRIDGE_PCI = 0x0604
@@ -25,9 +41,9 @@ CLASS_BRIDGE_PCI = 0x0604
 def normalise_address(text: str) -> str:
     """Accept "3b:00.1" and upper case from a person; return the kernel's form."""
     t = text.strip().lower()
-    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", t):
+    if t.count(":") == 1:
         t = "0000:" + t
-    if not ADDRESS_RE.match(t):
+    if not is_address(t):
         raise UsageError(f"{text!r} is not a PCI address (expected DOMAIN:BUS:SLOT.FUNC, "
                          "e.g. 0000:3b:00.1)")
     return t
@@ -97,34 +113,65 @@ class PciDevice(record("PciDevice", (
         return f"<PciDevice {self.address} {self.id_text} driver={self.driver}>"
 
 
+def ids_from_modalias(modalias: str | None):
+    """(vendor, device, subsystem vendor, subsystem device, class) from a
+    modalias as the kernel writes it (make_modalias's format), or None."""
+    m = modalias or ""
+    if len(m) != 53 or not m.startswith("pci:v") or m[13] != "d" or m[22:24] != "sv" \
+            or m[32:34] != "sd" or m[42:44] != "bc" or m[46:48] != "sc" or m[50] != "i":
+        return None
+    try:
+        return (int(m[5:13], 16), int(m[14:22], 16), int(m[24:32], 16), int(m[34:42], 16),
+                int(m[44:46] + m[48:50] + m[51:53], 16))
+    except ValueError:
+        return None
+
+
 def read_device(sysfs: Sysfs, address: str) -> PciDevice:
     """One device's snapshot.  Raises UnknownDevice when there is no such
-    device, DeviceGone when it vanished half-way through the read."""
+    device, DeviceGone when it vanished half-way through the read.
+
+    The ids come from modalias when it is there (the kernel builds it from
+    the same fields as vendor, device, subsystem_* and class), and only
+    attributes the directory lists are read: a scan reads sysfs some 20
+    times a device otherwise, half of them for nothing."""
     base = f"{PCI_DEVICES}/{address}"
     if not sysfs.exists(base):
         raise UnknownDevice(address)
-    vendor = _hex(sysfs.read(f"{base}/vendor"))
-    device = _hex(sysfs.read(f"{base}/device"))
+    entries = sysfs.entries(base)
+    have = frozenset(entries)
+
+    def attr(name):
+        return sysfs.read(f"{base}/{name}") if name in have else None
+
+    def link(name):
+        return sysfs.link(f"{base}/{name}") if name in have else None
+
+    modalias = attr("modalias")
+    ids = ids_from_modalias(modalias)
+    if ids is not None:
+        vendor, device, sv, sd, class_code = ids
+    else:
+        vendor = _hex(attr("vendor"))
+        device = _hex(attr("device"))
+        sv = _hex(attr("subsystem_vendor"))
+        sd = _hex(attr("subsystem_device"))
+        class_code = _hex(attr("class")) or 0
     if vendor is None or device is None:
         if not sysfs.exists(base):
             raise DeviceGone(address)
         raise UnknownDevice(address)
-    sv = _hex(sysfs.read(f"{base}/subsystem_vendor"))
-    sd = _hex(sysfs.read(f"{base}/subsystem_device"))
-    class_code = _hex(sysfs.read(f"{base}/class")) or 0
-    modalias = sysfs.read(f"{base}/modalias") or make_modalias(
-        vendor, device, sv or 0, sd or 0, class_code)
-    override = sysfs.read(f"{base}/driver_override")
+    modalias = modalias or make_modalias(vendor, device, sv or 0, sd or 0, class_code)
+    override = attr("driver_override")
     if override in ("(null)", ""):
         override = None
-    entries = sysfs.entries(base)
     virtfns = sorted(
         (e for e in entries if e.startswith("virtfn") and e[6:].isdigit()),
         key=lambda e: int(e[6:]))
-    driver = sysfs.link(f"{base}/driver")
+    driver = link("driver")
     driver_module = module_of_driver(sysfs, driver) if driver else None
-    autoprobe = _int(sysfs.read(f"{base}/sriov_drivers_autoprobe"))
-    boot_vga = _int(sysfs.read(f"{base}/boot_vga"))
+    autoprobe = _int(attr("sriov_drivers_autoprobe"))
+    boot_vga = _int(attr("boot_vga"))
     return PciDevice(
         address=address,
         vendor=vendor,
@@ -132,27 +179,35 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
         subsystem_vendor=sv,
         subsystem_device=sd,
         class_code=class_code,
-        revision=_hex(sysfs.read(f"{base}/revision")),
+        revision=_hex(attr("revision")),
         modalias=modalias,
         driver=driver,
         driver_module=driver_module,
         driver_override=override,
-        iommu_group=sysfs.link(f"{base}/iommu_group"),
-        physfn=sysfs.link(f"{base}/physfn"),
+        iommu_group=link("iommu_group"),
+        physfn=link("physfn"),
         virtfns=tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
-        sriov_totalvfs=_int(sysfs.read(f"{base}/sriov_totalvfs")),
-        sriov_numvfs=_int(sysfs.read(f"{base}/sriov_numvfs")),
+        sriov_totalvfs=_int(attr("sriov_totalvfs")),
+        sriov_numvfs=_int(attr("sriov_numvfs")),
         sriov_drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
-        numa_node=_int(sysfs.read(f"{base}/numa_node")),
+        numa_node=_int(attr("numa_node")),
         boot_vga=None if boot_vga is None else bool(boot_vga),
     )
 
 
+def fresh(sysfs: Sysfs, address: str) -> PciDevice | None:
+    """read_device, or None when there is no such device (any more)."""
+    try:
+        return read_device(sysfs, address)
+    except (UnknownDevice, DeviceGone):
+        return None
+
+
 def addresses(sysfs: Sysfs) -> list:
-    return [a for a in sysfs.entries(PCI_DEVICES) if ADDRESS_RE.match(a)]
+    return [a for a in sysfs.entries(PCI_DEVICES) if is_address(a)]
 
 
-def scan(sysfs: Sysfs, warn=None) -> Iterator[PciDevice]:
+def scan(sysfs: Sysfs, warn=None):
     """Every PCI device, in address order.  A device that vanishes while we
     scan is skipped: hot-unplug during a scan is normal.  So is one with an
     unreadable attribute (a symlink loop, a FIFO in a copied tree), with a

@@ -1,59 +1,130 @@
 """Vendor and device names from pci.ids (hwdata / pciutils), for people.
 
-Loaded lazily and only the parts needed: the JSON output of a 4,096-device
-plan should not pay for parsing 1.3 MB it does not use.
+Looked up in the file's bytes, not parsed: a command prints names for the
+devices it shows, and parsing all 36,000 lines of pci.ids into dicts took
+longer than the interpreter's start.  A lookup is a few bytes.find() and
+count() calls over the file read once.  The names found are kept in a small
+cache file (keyed by pci.ids' stat), so the next `plan` reads no pci.ids.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+import marshal
+import os
 
-from .safeio import open_regular
+from .safeio import open_regular, read_bytes, read_fd, write_new
 
 
 class PciIds:
-    def __init__(self, path: Optional[Path]):
+    def __init__(self, path, cache: str | None = None):
         self.path = path
-        self._vendors: Optional[dict] = None
-        self._devices: dict = {}
+        self.cache = cache
+        self._data: bytes | None = None
+        self._names: dict | None = None
+        self._vendor_pos: dict = {}
+        self._new = False
 
-    def _load(self) -> None:
-        self._vendors = {}
-        if self.path is None:
-            return
+    # -- the cache of names found ---------------------------------------------------
+
+    def _key(self):
         try:
-            f = open(open_regular(self.path), encoding="utf-8", errors="replace")
-        except OSError:
+            st = os.stat(self.path)
+        except (OSError, TypeError):
+            return None
+        return (str(self.path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _cached(self) -> dict:
+        if self._names is None:
+            self._names = {}
+            if self.cache:
+                try:
+                    fd = open_regular(self.cache, os.O_NOFOLLOW)
+                    try:
+                        st = os.fstat(fd)
+                        data = read_fd(fd) if (st.st_uid == os.geteuid()
+                                               and not st.st_mode & 0o022) else None
+                    finally:
+                        os.close(fd)
+                    if data is not None:
+                        key, names = marshal.loads(data)
+                        if key == self._key() and isinstance(names, dict):
+                            self._names = names
+                except (OSError, EOFError, ValueError, TypeError, RecursionError, MemoryError):
+                    pass
+        return self._names
+
+    def save(self) -> None:
+        """Write the names found to the cache file, if any were new; failing
+        to cache is never an error."""
+        if not (self.cache and self._new):
             return
-        vendor = None
-        with f:
-            for line in f:
-                if not line or line[0] == "#" or line == "\n":
-                    continue
-                if line[0] == "C":      # device classes follow; we only want ids
-                    break
-                if line[0] != "\t":
-                    vid, _, name = line.partition("  ")
-                    try:
-                        vendor = int(vid, 16)
-                    except ValueError:
-                        vendor = None
-                        continue
-                    self._vendors[vendor] = name.strip()
-                elif vendor is not None and line[1] != "\t":
-                    did, _, name = line[1:].partition("  ")
-                    try:
-                        self._devices[(vendor, int(did, 16))] = name.strip()
-                    except ValueError:
-                        continue
+        tmp = f"{self.cache}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.cache), mode=0o700, exist_ok=True)
+            write_new(tmp, marshal.dumps((self._key(), self._names)), mode=0o600,
+                      exclusive=True)
+            os.replace(tmp, self.cache)
+            self._new = False
+        except (OSError, ValueError):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
-    def vendor(self, vid: int) -> Optional[str]:
-        if self._vendors is None:
-            self._load()
-        return self._vendors.get(vid)
+    def _lookup(self, key: tuple, find):
+        names = self._cached()
+        if key not in names:
+            names[key] = find()
+            self._new = True
+        return names[key]
 
-    def device(self, vid: int, did: int) -> Optional[str]:
-        if self._vendors is None:
-            self._load()
-        return self._devices.get((vid, did))
+    # -- pci.ids itself ---------------------------------------------------------------
+
+    def _bytes(self) -> bytes:
+        if self._data is None:
+            self._data = b""
+            if self.path is not None:
+                try:
+                    # Not open(): a FIFO as pci.ids would block it.
+                    self._data = b"\n" + read_bytes(self.path)
+                except OSError:
+                    pass
+        return self._data
+
+    def _line_rest(self, start: int) -> str:
+        data = self._bytes()
+        end = data.find(b"\n", start)
+        return data[start:end if end >= 0 else len(data)].decode("utf-8", "replace").strip()
+
+    def _vendor_at(self, vid: int) -> int:
+        """Where the vendor's line starts (its '\\n'), or -1."""
+        if vid not in self._vendor_pos:
+            self._vendor_pos[vid] = self._bytes().find(b"\n%04x  " % vid)
+        return self._vendor_pos[vid]
+
+    def vendor(self, vid: int) -> str | None:
+        def find():
+            at = self._vendor_at(vid)
+            return self._line_rest(at + 7) if at >= 0 else None
+        return self._lookup((vid,), find)
+
+    def device(self, vid: int, did: int) -> str | None:
+        return self._lookup((vid, did), lambda: self._device(vid, did))
+
+    def _device(self, vid: int, did: int) -> str | None:
+        data = self._bytes()
+        at = self._vendor_at(vid)
+        if at < 0:
+            return None
+        hit = data.find(b"\n\t%04x  " % did, at + 1)
+        if hit < 0:
+            return None
+        # The first such line after the vendor's may belong to a later
+        # vendor: it does when a line between them starts with anything but
+        # a tab (devices, subsystems) or '#', or is blank.
+        span = (at + 1, hit + 2)
+        others = data.count(b"\n", *span) - data.count(b"\n\t", *span) \
+            - data.count(b"\n#", *span) - data.count(b"\n\n", *span)
+        if others:
+            return None
+        return self._line_rest(hit + 8)

@@ -5,7 +5,7 @@ Pure data and logic: loading and validating the YAML lives in policy_load.
 
 from __future__ import annotations
 
-import fnmatch
+from .globs import fnmatchcase
 from ._record import REQUIRED, record
 from .pci import PciDevice
 
@@ -62,7 +62,7 @@ class Match(record("Match", (
             if have is None:
                 out.append((key, False, f"{label}: device has none (wanted {shown})"))
             else:
-                ok = any(fnmatch.fnmatchcase(have, g) for g in want)
+                ok = any(fnmatchcase(have, g) for g in want)
                 out.append((key, ok, f"{label} {have} {'matches' if ok else 'does not match'} {shown}"))
 
         ids("vendor", dev.vendor)

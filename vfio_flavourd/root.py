@@ -8,7 +8,6 @@ examples.  Nothing else in the package builds absolute paths.
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
 
 from .errors import FlavourdError, UsageError
 
@@ -51,27 +50,37 @@ class LayoutError(FlavourdError):
 class Root:
     """A directory that stands for "/" of the machine being managed."""
 
+    # pathlib is imported only by the methods that return a Path: with the
+    # re, fnmatch and urllib.parse behind it, it was half again the
+    # interpreter's own start for a one-shot command that needs none of it.
+
     def __init__(self, path: "os.PathLike[str] | str | None" = None,
                  kernel_release: str | None = None):
         if path is None:
             path = os.environ.get(ENV_ROOT) or "/"
-        self.dir = Path(path).resolve()
-        if not self.dir.is_dir():
+        self.dirname = os.path.realpath(os.fspath(path))
+        if not os.path.isdir(self.dirname):
             raise UsageError(f"root {path}: not a directory")
         self._kernel_release = kernel_release
-        self._prefix = "" if self.dir == Path("/") else str(self.dir)
+        self._prefix = "" if self.dirname == "/" else self.dirname
         self._dirs_ok: set = set()
 
     def __repr__(self) -> str:
-        return f"Root({str(self.dir)!r})"
+        return f"Root({self.dirname!r})"
+
+    @property
+    def dir(self) -> Path:
+        from pathlib import Path
+        return Path(self.dirname)
 
     @property
     def is_host(self) -> bool:
-        return self.dir == Path("/")
+        return self.dirname == "/"
 
     def path(self, rel: "str | PurePosixPath") -> Path:
         """The real path of `rel` (relative to the root).  Refuses '..' so a
         name read from a config file can never leave the root."""
+        from pathlib import PurePosixPath
         rel = PurePosixPath(str(rel).lstrip("/"))
         if ".." in rel.parts:
             raise UsageError(f"path {rel} leaves the root")
@@ -153,7 +162,7 @@ class Root:
             # A copy of another machine says which kernel it ran.
             try:
                 from .safeio import read_text
-                rel = read_text(self.path("proc/sys/kernel/osrelease"), "ascii",
+                rel = read_text(self.fspath("proc/sys/kernel/osrelease"), "ascii",
                                 "replace").strip()
                 if rel:
                     return rel
@@ -161,16 +170,20 @@ class Root:
                 pass
         return os.uname().release
 
-    def modules_dir(self) -> Path:
+    def modules_fspath(self) -> str:
         """lib/modules/RELEASE, or usr/lib/modules/RELEASE on merged-/usr
         systems where only that exists.  Returns the first candidate when none
         exists, so error messages name the path people expect."""
-        candidates = [self.path(f"{base}/{self.kernel_release}")
+        candidates = [self.fspath(f"{base}/{self.kernel_release}")
                       for base in ("lib/modules", "usr/lib/modules")]
         for c in candidates:
-            if c.is_dir():
+            if os.path.isdir(c):
                 return c
         return candidates[0]
+
+    def modules_dir(self) -> Path:
+        from pathlib import Path
+        return Path(self.modules_fspath())
 
     def modules_alias(self) -> Path:
         return self.modules_dir() / "modules.alias"

@@ -49,15 +49,20 @@ def open_regular(path, extra_flags: int = 0) -> int:
     return fd
 
 
+def read_fd(fd: int) -> bytes:
+    """Everything left in an open descriptor."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def read_bytes(path, extra_flags: int = 0) -> bytes:
     fd = open_regular(path, extra_flags)
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_fd(fd)
     finally:
         os.close(fd)
 

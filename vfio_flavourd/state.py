@@ -14,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
-import threading
 import time
+from _thread import get_ident   # threading's, without importing threading
 
 from . import safeio
 from .errors import FlavourdError
@@ -35,9 +34,10 @@ LEGACY = "state.json"     # one file for every device, up to 0.1.0
 class State:
     def __init__(self, root: Root, warn=None):
         self.root = root
-        self.dir = root.run_dir()
-        self.devices_dir = self.dir / "devices"
-        self._lock_path = self.dir / "state.lock"
+        # Plain strings, not pathlib, on every command's path.
+        self.dir = root.fspath(RUN_DIR)
+        self.devices_dir = os.path.join(self.dir, "devices")
+        self._lock_path = os.path.join(self.dir, "state.lock")
         self._warn = warn or (lambda msg: None)
         self._layout_checked = False
 
@@ -112,7 +112,8 @@ class State:
     def _store(self, address: str, record: dict) -> None:
         path = self._file(address)
         self.root.ensure_dir(f"{RUN_DIR}/devices")
-        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"
+        import json
         data = json.dumps({"version": STATE_VERSION, "record": record}, indent=1,
                           sort_keys=True, allow_nan=False).encode()
         try:
@@ -159,8 +160,8 @@ class State:
     def _migrate(self) -> None:
         """Split a state.json left by an older version (the daemon restarts on
         upgrade, /run stays) into per-device files, so its overrides stay ours."""
-        legacy = self.dir / LEGACY
-        if not legacy.exists():
+        legacy = os.path.join(self.dir, LEGACY)
+        if not os.path.exists(legacy):
             return
         with self._locked():
             try:
@@ -176,7 +177,7 @@ class State:
                 if isinstance(record, dict) and _is_address(address) \
                         and not os.path.exists(self._file(address)):
                     self._store(address, record)
-            legacy.unlink()
+            os.unlink(legacy)
 
 
 def _flat(record: dict) -> bool:
@@ -202,6 +203,7 @@ def loads(data: bytes):
     """JSON as the standard allows it: NaN, Infinity and numbers that
     overflow to infinity are errors, so nothing read here can make
     `status --json` print invalid JSON."""
+    import json     # here: `status` with nothing managed reads no record
     return json.loads(data, parse_constant=_reject_constant, parse_float=_finite)
 
 
@@ -214,8 +216,8 @@ def _why(e: BaseException) -> str:
 
 
 def _is_address(name) -> bool:
-    from .pci import ADDRESS_RE
-    return isinstance(name, str) and ADDRESS_RE.fullmatch(name) is not None
+    from .pci import is_address
+    return isinstance(name, str) and is_address(name)
 
 
 def _open_lock(path) -> int:
@@ -241,7 +243,8 @@ class DeviceLock:
 
     def __init__(self, root: Root, address: str, timeout: float = 30.0):
         self.root = root
-        self.path = root.run_dir() / "locks" / f"{address}.lock"
+        self.address = address
+        self.path = root.fspath(f"{RUN_DIR}/locks/{address}.lock")
         self.timeout = timeout
         self._fd: int | None = None
 
@@ -258,7 +261,7 @@ class DeviceLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     from .errors import FlavourdError
-                    raise FlavourdError(f"{self.path.stem}: another vfio-flavourd is working on "
+                    raise FlavourdError(f"{self.address}: another vfio-flavourd is working on "
                                         f"this device (lock {self.path} held for "
                                         f"{self.timeout:.0f} s)") from None
                 time.sleep(delay)

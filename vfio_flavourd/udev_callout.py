@@ -60,13 +60,13 @@ def driver_for(sysfs, module: str):
 def is_kernel_name(name: str) -> bool:
     """DDDD:BB:DD.F as the kernel names PCI functions (pci_setup_device:
     "%04x:%02x:%02x.%d"; 5 domain digits behind Intel VMD)."""
-    from .pci import ADDRESS_RE
-    return ADDRESS_RE.fullmatch(name) is not None
+    from .pci import is_address
+    return is_address(name)
 
 
 def run(argv, out=sys.stdout, err=sys.stderr) -> int:
     from .errors import FlavourdError
-    from .root import Root
+    from .root import RUN_DIR, Root
 
     if len(argv) != 1:
         print("usage: vfio-flavourd-udev ADDRESS  (run by udev's IMPORT{program})", file=err)
@@ -88,7 +88,6 @@ def run(argv, out=sys.stdout, err=sys.stderr) -> int:
             driver = driver_for(sysfs, d.module)
             if driver:
                 lines.append(f"VFIO_FLAVOURD_DRIVER={driver}")
-                from .root import RUN_DIR
                 from .safeio import write_new
                 marks = root.ensure_dir(f"{RUN_DIR}/{UDEV_MARKS}")
                 write_new(os.path.join(marks, address), (driver + "\n").encode())

@@ -1,13 +1,36 @@
-"""One module per command.  Each has `NAME`, `HELP`, `add_arguments(parser)`
-and `run(ctx, args) -> int`."""
+"""One module per command, named for the command ('-' read as '_'), with
+`add_arguments(parser)` and `run(ctx, args) -> int`.
+
+COMMANDS gives each command's one-line help, so that the parser can list
+every command while importing only the one that runs: a command's module
+pulls in what it needs (the binder, YAML, migrate/, pyudev), and a one-shot
+command should not pay for the others'.  Adding a command is one module and
+one line here.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-COMMANDS = ("plan", "explain", "apply", "release", "status", "daemon", "variants",
-            "check_config", "migrate", "publish", "health", "generate_rules")
+COMMANDS = {
+    "plan": "show what the policy would do to every PCI device",
+    "explain": "show every rule tried and every candidate module for one device",
+    "apply": "load modules and bind devices as the policy says",
+    "release": "give devices back to their host drivers and forget them",
+    "status": "show the devices vfio-flavourd manages and whether their groups are viable",
+    "daemon": "apply the policy to every device, then to each device that appears",
+    "variants": "list the vfio_pci aliases in this kernel's modules.alias",
+    "check-config": "validate policy files (the whole search path when none are given)",
+    "migrate": "turn driverctl, vfio-pci.ids= and modprobe.d settings into a policy",
+    "publish": "write Prometheus metrics, a Node Feature Discovery feature file and a CDI "
+               "spec for the devices vfio-flavourd holds, once",
+    "health": "exit 0 when the daemon's health file is fresh (for container probes)",
+    "generate-rules": "compile the policy into native udev rules (no program runs at a PCI "
+                      "add event)",
+}
 
 
 def load(name: str):
-    return importlib.import_module(f"{__name__}.{name}")
+    """The module of command `name` ("check-config" is commands/check_config.py)."""
+    import sys
+    full = f"{__name__}.{name.replace('-', '_')}"
+    __import__(full)
+    return sys.modules[full]

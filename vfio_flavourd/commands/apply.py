@@ -7,8 +7,6 @@ import sys
 from .. import actions, pci
 from ..output import dump_json
 
-NAME = "apply"
-HELP = "load modules and bind devices as the policy says"
 
 ACTED = ("bound", "released", "refused", "failed", "gone", "dry-run", "stuck")
 

@@ -7,9 +7,6 @@ from pathlib import Path
 from ..errors import PolicyError
 from ..policy_load import PolicyFile, discover, load
 
-NAME = "check-config"
-HELP = "validate policy files (the whole search path when none are given)"
-
 
 def add_arguments(p) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="policy files to check")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from ..errors import FlavourdError
 
-NAME = "daemon"
-HELP = "apply the policy to every device, then to each device that appears"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--dry-run", "-n", action="store_true",
@@ -38,7 +35,8 @@ def run(ctx, args) -> int:
     try:
         source = source or UdevSource(args.source, logger=logger)
     except ImportError:
-        raise FlavourdError("the daemon needs pyudev (Debian: apt install python3-pyudev)") \
+        raise FlavourdError("the daemon needs pyudev, a dependency of vfio-flavourd: "
+                            "pip install pyudev, or on Debian apt install python3-pyudev") \
             from None
     except OSError as e:
         raise FlavourdError(f"cannot listen for uevents: {e}") from None

@@ -6,9 +6,6 @@ from .. import engine, pci
 from ..output import dump_json
 from .plan import decision_json, device_label
 
-NAME = "explain"
-HELP = "show every rule tried and every candidate module for one device"
-
 
 def add_arguments(p) -> None:
     p.add_argument("address", help="PCI address, e.g. 0000:3b:00.2")

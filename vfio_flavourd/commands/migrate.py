@@ -12,8 +12,6 @@ from __future__ import annotations
 from .. import migrate as mig
 from ..output import dump_json
 
-NAME = "migrate"
-HELP = "turn driverctl, vfio-pci.ids= and modprobe.d settings into a policy"
 
 NOTHING = ("nothing to migrate: no driverctl overrides in /etc/driverctl.d, no "
            "vfio-pci.ids= in /proc/cmdline, no vfio-pci ids= or softdep in modprobe.d")

@@ -5,9 +5,6 @@ from __future__ import annotations
 from .. import actions
 from ..output import dump_json, shorten, table
 
-NAME = "plan"
-HELP = "show what the policy would do to every PCI device"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array")

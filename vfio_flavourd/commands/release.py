@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from .. import pci
-from ..binder import Outcome, fresh
 from ..output import dump_json
 from ..actions import device_locked
+from ..outcome import Outcome
+from ..pci import fresh
 from .apply import add_timeout_argument, report_stuck, summarise
-
-NAME = "release"
-HELP = "give devices back to their host drivers and forget them"
 
 
 def add_arguments(p) -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from ..binder import fresh
-from ..iommu import group_status
 from ..output import dump_json, table
-
-NAME = "status"
-HELP = "show the devices vfio-flavourd manages and whether their groups are viable"
+from ..pci import fresh
 
 
 def add_arguments(p) -> None:
@@ -15,9 +11,13 @@ def add_arguments(p) -> None:
 
 
 def collect(ctx) -> list:
+    records = ctx.state.read()
+    if not records:
+        return []
+    from ..iommu import group_status     # only for devices we manage
     rows = []
     vfio_modules = ctx.index.modules()
-    for address, rec in sorted(ctx.state.read().items()):
+    for address, rec in sorted(records.items()):
         dev = fresh(ctx.sysfs, address)
         current = dev.driver if dev else None
         group = group_status(ctx.sysfs, dev.iommu_group if dev else None, vfio_modules)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from ..output import dump_json, table
 
-NAME = "variants"
-HELP = "list the vfio_pci aliases in this kernel's modules.alias"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array")

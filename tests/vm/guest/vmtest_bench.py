@@ -16,12 +16,16 @@ or a root shell has. driverctl is Debian's package (0.111 in bookworm).
 (a) hotplug: QMP device_add of a modern virtio-net into the free root port
     rp4, until the running daemon has it on virtio_vfio_pci; HOTPLUG_RUNS
     times, each unplugged again. Once with the daemon on kernel events (no
-    udevd), once with udevd running the installed rule and callout and the
-    daemon on udev events (what a packaged install does).
+    udevd), alternating with as many raw runs: the daemon stopped
+    (SIGSTOP), this process waits for the device and writes the override,
+    unbinds, writes drivers_probe and reads the link back (the kernel's own
+    time plus the least any tool can add); once with udevd running the installed
+    rule and callout and the daemon on udev events (what a packaged install
+    does).
 (b) `vfio-flavourd apply ADDR` against `driverctl --nosave set-override ADDR
     vfio-pci` on the e1000e, N times each, alternating which goes first,
     the device back on e1000e (`vfio-flavourd release ADDR`, `driverctl
-    --nosave unset-override ADDR`) between runs. vfio_pci is loaded before,
+    --nosave unset-override ADDR`, timed as well) between runs. vfio_pci is loaded before,
     so neither pays for the module load; each tool's first (cold) run is
     reported apart and left out of the medians. For scale: `python3 -c
     pass`, and the kernel's own share (override, unbind, drivers_probe
@@ -30,6 +34,7 @@ or a root shell has. driverctl is Debian's package (0.111 in bookworm).
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -44,8 +49,8 @@ from vmtest_scenarios import clean_slate  # noqa: F401  (a fixture)
 
 BENCH = os.path.join(g.SHARE, "bench.json")
 SECTIONS = ("hotplug_kernel_events", "hotplug_udev_events", "apply_vs_driverctl")
-HOTPLUG_RUNS = 3
-N = 5
+HOTPLUG_RUNS = 7
+N = 7
 POLL = 0.005
 
 
@@ -96,10 +101,11 @@ def measured(section):
 
 # --- (a) hotplug -------------------------------------------------------------
 
-def hotplug_once(qdev_id):
+def hotplug_once(qdev_id, bind=None):
     """device_add into rp4 (in a thread, so the sysfs polling starts at
     once), wait for virtio_vfio_pci, unplug. Times from the moment the
-    request is written."""
+    request is written. `bind(addr)`: what this process does once the
+    device is there (the raw runs); else the daemon binds it."""
     answer = {}
 
     def add():
@@ -113,6 +119,8 @@ def hotplug_once(qdev_id):
     addr = g.wait_for(lambda: g.device_behind("rp4"), timeout=20, interval=POLL,
                       what=f"{qdev_id} in sysfs")
     t_sysfs = time.monotonic()
+    if bind is not None:
+        bind(addr)
     g.wait_for(lambda: g.driver(addr) == "virtio_vfio_pci", timeout=30, interval=POLL,
                what=f"{qdev_id} on virtio_vfio_pci")
     t_bound = time.monotonic()
@@ -145,19 +153,55 @@ def hotplug_section(label, runs, source):
     }
 
 
+def raw_bind(addr):
+    """The raw sequence, as a minimal tool would write it."""
+    g.wait_for(lambda: os.path.exists(g.dev_path(addr, "driver_override")), timeout=10,
+               interval=POLL, what=f"{addr}/driver_override")
+    g.rebind(addr, "virtio_vfio_pci")
+
+
+def raw_run_beside(daemon, qdev_id):
+    """A raw run while the daemon is stopped: its uevents wait in its
+    socket, and once continued it finds that device gone (a second's
+    grace, so that it is idle again before the next run)."""
+    daemon.signal(signal.SIGSTOP)
+    try:
+        return hotplug_once(qdev_id, bind=raw_bind)
+    finally:
+        daemon.signal(signal.SIGCONT)
+        time.sleep(1)
+
+
 def test_bench_hotplug_to_bound_daemon_on_kernel_events(clean_slate, etc_policy):
     with measured("hotplug_kernel_events"):
         assert g.device_behind("rp4") is None
+        g.modprobe("virtio_vfio_pci")       # as the daemon leaves it after its first run
         t0 = time.monotonic()
         d, notify, _ = installed_daemon(clean_slate)
+        raw, runs = [], []
         try:
             wait_ready(notify, t0)
             assert "listening on kernel events" in d.text(), d.text()
-            runs = [hotplug_once(f"benchk{i}") for i in range(HOTPLUG_RUNS)]
+            for i in range(HOTPLUG_RUNS):
+                # Alternating which goes first, so both see the same load.
+                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    if which == 0:
+                        runs.append(hotplug_once(f"benchk{i}"))
+                    else:
+                        raw.append(raw_run_beside(d, f"benchr{i}"))
         finally:
             notify.close()
         assert d.alive(), d.text()
         section = hotplug_section("kernel", runs, "kernel")
+        raw_section = hotplug_section("raw", raw, "no daemon")
+        section["raw"] = {k: raw_section[k] for k in (
+            "request_to_bound_s", "median_request_to_bound_s", "sysfs_to_bound_s",
+            "median_sysfs_to_bound_s", "request_to_sysfs_s")}
+        section["raw"]["what"] = ("the same device_add, no daemon: this process polls for the "
+                                  "device, writes driver_override, unbinds, writes "
+                                  "drivers_probe and reads the driver link back")
+        section["ratio_to_raw"] = round(section["median_request_to_bound_s"]
+                                        / raw_section["median_request_to_bound_s"], 2)
         save("hotplug_kernel_events", section)
         g.record_timing("bench: hotplug to bound, kernel events (median)",
                         section["median_request_to_bound_s"])
@@ -197,6 +241,25 @@ def timed(argv):
     dt = time.monotonic() - t0
     assert res.returncode == 0, f"{' '.join(argv)} exited {res.returncode}:\n{res.stdout}"
     return dt, res.stdout
+
+
+def import_times(args):
+    """What one run spends importing (python3 -X importtime), for the
+    record: the total and the costliest top-level imports."""
+    res = subprocess.run(["/usr/bin/python3", "-I", "-X", "importtime", *args],
+                         stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(vmpkg.SERVICE_ENV), cwd="/",
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = []
+    for line in res.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            self_us, cumulative, name = (x.strip() for x in line[12:].split("|", 2))
+            if self_us.isdigit():
+                rows.append((int(self_us), int(cumulative), name))
+    top = sorted((r for r in rows if not r[2].startswith(" ")), key=lambda r: -r[1])[:12]
+    return {"modules": len(rows), "total_s": round(sum(r[0] for r in rows) / 1e6, 4),
+            "top_level": [[name, round(cum / 1e6, 4)] for _, cum, name in top]}
 
 
 @pytest.fixture
@@ -260,6 +323,7 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
                 (apply if fn is vfio_flavourd else dset).append(r4(a))
                 (release if fn is vfio_flavourd else dunset).append(r4(b))
         med_apply, med_set = statistics.median(apply), statistics.median(dset)
+        med_release, med_unset = statistics.median(release), statistics.median(dunset)
         section = {
             "what": "vfio-flavourd apply ADDR against driverctl --nosave set-override ADDR "
                     "vfio-pci, same device, same guest, alternating",
@@ -272,9 +336,10 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
             # moves less with the neighbours' load than the median does.
             "min_apply_s": min(apply), "min_driverctl_s": min(dset),
             "ratio_min_apply_to_driverctl": round(min(apply) / min(dset), 2),
-            "release_s": release, "median_release_s": r4(statistics.median(release)),
+            "release_s": release, "median_release_s": r4(med_release),
             "driverctl_unset_s": dunset,
-            "median_driverctl_unset_s": r4(statistics.median(dunset)),
+            "median_driverctl_unset_s": r4(med_unset),
+            "ratio_release_to_driverctl_unset": round(med_release / med_unset, 2),
             "cold": {"apply_s": r4(cold_apply), "release_s": r4(cold_release),
                      "driverctl_s": r4(cold_set), "driverctl_unset_s": r4(cold_unset)},
             "raw_sysfs_rebind_s": [r4(x) for x in raw],
@@ -289,6 +354,10 @@ def test_bench_apply_against_driverctl(clean_slate, etc_policy, driverctl):
                      "check the driver link. It calls no udevadm and no systemctl with "
                      "--nosave.",
         }
+        section["imports"] = {"apply": import_times([vmpkg.SBIN, "apply", addr]),
+                              "release": import_times([vmpkg.SBIN, "release", addr]),
+                              "python3_c_pass": import_times(["-c", "pass"])}
+        on("e1000e")
         save("apply_vs_driverctl", section)
         g.record_timing("bench: vfio-flavourd apply (median)", med_apply)
         g.record_timing("bench: driverctl set-override (median)", med_set)
