@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from . import safeio
 from .errors import FlavourdError
 
 MODE = 0o644
@@ -20,20 +21,7 @@ def write_atomic(path: str, text: str) -> None:
     tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, MODE)
-        try:
-            os.fchmod(fd, MODE)
-            data = text.encode()
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        safeio.replace_whole(path, tmp, text.encode(), MODE)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise FlavourdError(f"{e.filename or path}: cannot write: "
                             f"{e.strerror or e}") from None

@@ -88,3 +88,26 @@ def write_new(path, data: bytes, mode: int = 0o644, exclusive: bool = False) -> 
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def replace_whole(path, tmp, data: bytes, mode: int = 0o644) -> None:
+    """Write `path` whole or not at all: `tmp` (beside it) is created, never
+    through a link, given `mode` whatever the umask, filled, fsynced and
+    renamed over `path`.  On failure `tmp` is removed and the OSError raised."""
+    try:
+        fd = create(tmp, os.O_WRONLY | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -117,18 +117,8 @@ class State:
         data = json.dumps({"version": STATE_VERSION, "record": record}, indent=1,
                           sort_keys=True, allow_nan=False).encode()
         try:
-            fd = safeio.create(tmp)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            safeio.replace_whole(path, tmp, data)
         except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise FlavourdError(f"{path}: cannot write the state record: "
                                 f"{e.strerror or e}") from None
 
