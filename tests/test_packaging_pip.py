@@ -78,7 +78,8 @@ def test_the_daemon_starts_and_stops_on_sigterm(bare_venv):
             err.append(line)
             if "coldplug done" in line:
                 break
-        assert any("listening on kernel events" in e for e in err), "".join(err)
+        # --simulate: the daemon listens to the simulated kernel's events.
+        assert any("listening on simulated kernel events" in e for e in err), "".join(err)
         proc.send_signal(signal.SIGTERM)
         out, rest = proc.communicate(timeout=30)
     finally:

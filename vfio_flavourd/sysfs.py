@@ -53,6 +53,8 @@ class Sysfs:
             return sorted(os.listdir(self.root.fspath(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as e:    # a link loop, no permission: say which
+            raise SysfsError(rel, e.strerror or str(e), e.errno) from None
 
     def exists(self, rel: str) -> bool:
         return os.path.lexists(self.root.fspath(rel))
