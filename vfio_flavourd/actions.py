@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 
-from . import deadline, engine, pci
-from .binder import Binder, Outcome, fresh
+from . import engine, pci
+from .outcome import Outcome
+from .pci import fresh
 from .errors import DeviceGone, FlavourdError, UnknownDevice
 from .state import DeviceLock
 
@@ -52,11 +53,12 @@ def device_locked(root, address: str, timeout: float = 30.0, *, dry_run=False):
     if dry_run:
         yield None
         return
+    from . import deadline      # not for `plan`, which binds nothing
     with DeviceLock(root, address, timeout=timeout) as lock, deadline.holding(lock.fd):
         yield lock
 
 
-def carry_out(ctx, binder: Binder, decision, *, force=False, dry_run=False,
+def carry_out(ctx, binder: "Binder", decision, *, force=False, dry_run=False,
               lock_timeout: float = 30.0) -> Outcome:
     """One decision, under the device's lock, on a fresh read of the device
     (the decision may be older than the device's current state)."""
@@ -131,7 +133,7 @@ def lock_is_free(root, address: str) -> bool:
         return False
 
 
-def resume_stuck(ctx, binder: Binder, address: str, rec: dict) -> Optional[Outcome]:
+def resume_stuck(ctx, binder: "Binder", address: str, rec: dict) -> "Outcome | None":
     """A device recorded `stuck` whose write the kernel has finished: finish
     a release, or record a bind the kernel completed late, after checking
     the driver link.  None: carry on with the policy's decision, which
