@@ -82,17 +82,13 @@ def run(b) -> tuple:
               f"make vm-test writes it)"
         return [metric(7, "vm", "real kernel (QEMU tier)", None, "", note=why)], \
             {"vm_results": {"path": path, "note": why}}
-    metrics = [metric(7, f"vm_{section}_{key}", what, data[section][key], unit)
-               for section, key, what, unit in KNOWN if key in data.get(section, {})]
-    udev = data.get("udev_path", {})
-    metrics += [metric(8, f"vm_udev_path_{key}", what, udev[key], unit, target)
-                for key, what, unit, target in UDEV_PATH if key in udev]
-
-
     metrics = [metric(7, f"vm_{section}_{key.replace('/', '_')}", what,
                       _lookup(data, section, key), unit, target)
                for section, key, what, unit, target in KNOWN
                if _lookup(data, section, key) is not None]
+    udev = data.get("udev_path", {})
+    metrics += [metric(9, f"vm_udev_path_{key}", what, udev[key], unit, target)
+                for key, what, unit, target in UDEV_PATH if key in udev]
     host = data.get("host", {})
     info = {"path": path, "complete": data.get("complete"), "finished_at": host.get("finished_at"),
             "commit": host.get("commit"), "dirty": host.get("dirty"),

@@ -124,3 +124,23 @@ def test_fifo_anywhere_in_a_simulated_root(tmp_path):
     code, out, err = run_cli("--root", str(root), "--simulate", "apply", timeout=T)
     assert code == 1 and no_traceback(err)
     assert f"{path}: a FIFO, not a regular file" in err
+
+
+def test_fifo_as_the_initramfs_record(tmp_path):
+    """status compares the initramfs record with the policy: a FIFO there
+    is reported, never waited on."""
+    import threading
+    from types import SimpleNamespace
+    from vfio_flavourd import initramfs_record
+    from vfio_flavourd.root import Root
+    root = Root(tmp_path, kernel_release="6.12.0-test")
+    record = tmp_path / initramfs_record.RECORD_DIR / "6.12.0-test.rules"
+    record.parent.mkdir(parents=True)
+    os.mkfifo(record)
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        initramfs_record.warnings(SimpleNamespace(root=root))), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "status blocked on a FIFO as the initramfs record"
+    assert len(got[0]) == 1 and "not a regular file" in got[0][0], got

@@ -8,8 +8,9 @@ image, whether `update-initramfs -u` (or `dracut -f`) is due.
 
 from __future__ import annotations
 
+import os
+
 from .errors import FlavourdError
-from .rules_file import generate, staleness
 
 RECORD_DIR = "var/lib/vfio-flavourd/initramfs"
 HOOKS = ("usr/share/initramfs-tools/hooks/vfio-flavourd",
@@ -28,20 +29,27 @@ def warnings(ctx) -> list:
 
 
 def _warnings(ctx) -> list:
+    from .safeio import read_text
     rel = ctx.root.kernel_release
-    record = ctx.root.path(f"{RECORD_DIR}/{rel}.rules")
+    record = ctx.root.fspath(f"{RECORD_DIR}/{rel}.rules")
     try:
-        old = record.read_text()
+        # safeio: a FIFO planted as the record must not hang `status`.
+        old = read_text(record, errors="replace")
     except FileNotFoundError:
-        if not any(ctx.root.path(h).exists() for h in HOOKS):
+        # No hook installed, the usual case on a host without initramfs
+        # tools: nothing to compare, and nothing compiled (`status` stays
+        # a one-shot command).
+        if not any(os.path.exists(ctx.root.fspath(h)) for h in HOOKS):
             return []
+        from .rules_file import generate
         _, compiled = generate(ctx, initramfs=True)
         if not compiled.modules:
             return []
         return [f"the initramfs of kernel {rel} has no vfio-flavourd rules, but the policy "
                 f"claims devices there; {ADVICE}"]
     except OSError as e:
-        return [f"{record}: cannot read: {e.strerror}"]
+        return [f"{record}: cannot read: {e.strerror or e}"]
+    from .rules_file import generate, staleness
     text, _ = generate(ctx, initramfs=True)
     changes = staleness(old, text)
     if not changes:
