@@ -24,7 +24,9 @@ import queue
 import select
 import socket
 import threading
-from typing import Callable, Optional
+# Annotations only (never evaluated: `from __future__ import annotations`);
+# typing itself would cost every `apply` its import.
+from collections.abc import Callable  # noqa: F401
 
 from .errors import FlavourdError, SysfsError
 
@@ -48,7 +50,7 @@ class _Pending:
     def __init__(self, fn: Callable[[], None]):
         self.fn = fn
         self.done = threading.Event()
-        self.error: Optional[BaseException] = None
+        self.error: "BaseException | None" = None
         self._lock = threading.Lock()
         self._after: list = []
 

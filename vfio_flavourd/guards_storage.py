@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import shutil
 import stat
-import tempfile
 
 from .errors import SysfsError
 from .mounts import Tables
 
 EXCLUSIVE = "exclusive open"
 TABLES = "copied-root tables: mountinfo, swaps, holders, btrfs devices"
-_DEVNUM = re.compile(r"^\d+:\d+$")
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _is_devnum(text: str) -> bool:
+    """ "major:minor", as a block device's `dev` attribute reads."""
+    major, sep, minor = text.partition(":")
+    return bool(sep) and _digits(major) and _digits(minor)
+
+
+def _is_nvme_namespace(name: str) -> bool:
+    """nvmeXnY: a namespace, not a controller (nvmeX) or partition (nvmeXnYpZ)."""
+    ctrl, sep, ns = name[4:].partition("n")
+    return name.startswith("nvme") and bool(sep) and _digits(ctrl) and _digits(ns)
 
 
 class Undecided(Exception):
@@ -47,6 +59,7 @@ def exclusive_open(name: str, devnum: str, dev_dir: str = "/dev") -> bool:
         usable = False
     try:
         if not usable:
+            import tempfile
             scratch = tempfile.mkdtemp(prefix="vfio-flavourd-guard-")   # mode 0700
             node = os.path.join(scratch, name)
             try:
@@ -65,6 +78,7 @@ def exclusive_open(name: str, devnum: str, dev_dir: str = "/dev") -> bool:
         return False
     finally:
         if scratch is not None:
+            import shutil
             shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -79,7 +93,7 @@ def multipath_heads(sysfs, controllers: set) -> dict:
         if not controllers.intersection(names):
             continue
         for n in names:
-            devnum = sysfs.read(f"{base}/{n}/dev") if re.match(r"^nvme\d+n\d+$", n) else None
+            devnum = sysfs.read(f"{base}/{n}/dev") if _is_nvme_namespace(n) else None
             if devnum:
                 heads[n] = devnum
     return heads
@@ -129,7 +143,7 @@ class StorageGuard:
         reasons = []
         host = self.host
         for name, devnum in sorted(disks.items()):
-            if not _DEVNUM.match(devnum or ""):
+            if not _is_devnum(devnum or ""):
                 reasons.append(f"/dev/{name}: cannot tell whether it is in use "
                                f"(its dev attribute reads {devnum!r})")
                 continue

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 
 from .errors import SysfsError
 
-_VIRTIO = re.compile(r"^virtio\d+$")
+
+
+def _is_virtio(name: str) -> bool:
+    """virtioN, a virtio transport's child device."""
+    return name.startswith("virtio") and name[6:].isascii() and name[6:].isdigit()
 
 
 def transports(below) -> list:
     """(name, path) of the virtioN devices among a PCI device's descendants."""
-    return sorted((name, path) for name, path in below if _VIRTIO.match(name))
+    return sorted((name, path) for name, path in below if _is_virtio(name))
 
 
 def _read(path: str):

@@ -3,25 +3,23 @@ and proc/swaps, parsed once per guard run."""
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import SysfsError
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def unescape(field: str) -> str:
     """show_mountinfo() writes space, tab, newline and backslash as \\ooo."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+    if "\\" not in field:
+        return field        # the usual case, without importing re
+    import re
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-class Mount(NamedTuple):
-    devnum: str          # "major:minor"; 0:NN for btrfs, ZFS, 9p, virtiofs
-    mountpoint: str
-    fstype: str
-    source: str
-    superopts: tuple
+# devnum: "major:minor" (0:NN for btrfs, ZFS, 9p, virtiofs); superopts: a tuple.
+# A collections.namedtuple: typing's NamedTuple costs every `apply` an import.
+class Mount(namedtuple("Mount", "devnum mountpoint fstype source superopts")):
+    __slots__ = ()
 
     @property
     def over_virtio(self) -> bool:
