@@ -98,10 +98,14 @@ class Layout:
     def symlink(self, link: str, target: str) -> None:
         path = self.path(link)
         try:
-            os.symlink(rel_link(link, target), path)
-        except FileExistsError:
-            os.unlink(path)
-            os.symlink(rel_link(link, target), path)
+            try:
+                os.symlink(rel_link(link, target), path)
+            except FileExistsError:
+                os.unlink(path)
+                os.symlink(rel_link(link, target), path)
+        except OSError as e:      # a directory where the link goes, like write()
+            from ..root import LayoutError
+            raise LayoutError(f"{path}: cannot link: {e.strerror or e}") from None
 
     def unlink(self, rel: str) -> None:
         try:
