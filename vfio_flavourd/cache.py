@@ -125,18 +125,11 @@ def load_cached(root, policy_paths=(), path: str | None = None):
     `path`: the cache file (default: the root's run/vfio-flavourd/)."""
     path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     try:
-        fd = safeio.open_regular(path, os.O_NOFOLLOW)
-        try:
-            st = os.fstat(fd)
-            # Only ever load a file that we own and nobody else can write.
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-            with os.fdopen(fd, "rb") as f:
-                fd = None
-                key, policy, index = marshal.load(f)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        # Only ever load a file that we own and nobody else can write.
+        data = safeio.read_private(path)
+        if data is None:
+            return None
+        key, policy, index = marshal.loads(data)
         if key != _plain(input_key(root, policy_paths), {}):
             return None
         classes = _classes()

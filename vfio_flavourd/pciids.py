@@ -12,7 +12,7 @@ from __future__ import annotations
 import marshal
 import os
 
-from .safeio import open_regular, read_bytes, read_fd, write_new
+from .safeio import read_bytes, read_private, write_new
 
 
 class PciIds:
@@ -38,13 +38,7 @@ class PciIds:
             self._names = {}
             if self.cache:
                 try:
-                    fd = open_regular(self.cache, os.O_NOFOLLOW)
-                    try:
-                        st = os.fstat(fd)
-                        data = read_fd(fd) if (st.st_uid == os.geteuid()
-                                               and not st.st_mode & 0o022) else None
-                    finally:
-                        os.close(fd)
+                    data = read_private(self.cache)
                     if data is not None:
                         key, names = marshal.loads(data)
                         if key == self._key() and isinstance(names, dict):

@@ -59,6 +59,20 @@ def read_fd(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def read_private(path) -> bytes | None:
+    """A cache file's bytes, or None when it is not ours to trust: owned
+    by someone else or writable by group or others.  Never follows a link.
+    Raises OSError (FileNotFoundError included) like read_bytes."""
+    fd = open_regular(path, os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        return read_fd(fd)
+    finally:
+        os.close(fd)
+
+
 def read_bytes(path, extra_flags: int = 0) -> bytes:
     fd = open_regular(path, extra_flags)
     try:

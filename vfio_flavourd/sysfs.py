@@ -65,10 +65,7 @@ class Sysfs:
     def write(self, rel: str, value: str) -> None:
         """One write() of `value` to a sysfs attribute.  The kernel reports
         errors from the store method as the write's errno."""
-        if not rel.startswith("sys/"):
-            raise SysfsError(rel, "refusing to write outside sys/")
-        path = self.root.fspath(rel)
-        self.check_inside(rel, path)
+        path = self.write_path(rel)
         try:
             # No attribute is a symlink: one here was not put there by sysfs.
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -80,6 +77,14 @@ class Sysfs:
             raise SysfsError(rel, f"write of {value!r} failed: {e.strerror}", e.errno) from None
         finally:
             os.close(fd)
+
+    def write_path(self, rel: str) -> str:
+        """Where a write of `rel` goes: under sys/, and inside the root."""
+        if not rel.startswith("sys/"):
+            raise SysfsError(rel, "refusing to write outside sys/")
+        path = self.root.fspath(rel)
+        self.check_inside(rel, path)
+        return path
 
     def check_inside(self, rel: str, path: str) -> None:
         """Refuse a write whose directory resolves outside the root (a
@@ -94,10 +99,7 @@ class Sysfs:
         """write(), by a helper that is abandoned after `seconds`
         (deadline.Stuck): for unbind and probe writes, which run a driver's
         remove() or probe() and may never return."""
-        if not rel.startswith("sys/"):
-            raise SysfsError(rel, "refusing to write outside sys/")
-        path = self.root.fspath(rel)
-        self.check_inside(rel, path)
+        path = self.write_path(rel)
         from .deadline import in_child
         in_child(path, rel, value, seconds, on_slow)
 

@@ -8,9 +8,6 @@ from pathlib import Path
 from ..errors import UsageError
 from ..rules_file import generate, staleness, write_atomic
 
-NAME = "generate-rules"
-HELP = "compile the policy into native udev rules (no program runs at a PCI add event)"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--output", metavar="FILE",

@@ -10,9 +10,6 @@ import time
 
 from ..errors import FlavourdError, UsageError
 
-NAME = "health"
-HELP = "exit 0 when the daemon's health file is fresh (for container probes)"
-
 
 def add_arguments(p) -> None:
     from ..publish import ENV

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-NAME = "publish"
-HELP = ("write Prometheus metrics, a Node Feature Discovery feature file and a CDI "
-        "spec for the devices vfio-flavourd holds, once")
-
 
 def add_arguments(p) -> None:
     from ..publish import add_options
