@@ -3,8 +3,7 @@ and proc/swaps, parsed once per guard run."""
 
 from __future__ import annotations
 
-from collections import namedtuple
-
+from ._record import REQUIRED, record
 from .errors import SysfsError
 
 
@@ -17,8 +16,8 @@ def unescape(field: str) -> str:
 
 
 # devnum: "major:minor" (0:NN for btrfs, ZFS, 9p, virtiofs); superopts: a tuple.
-# A collections.namedtuple: typing's NamedTuple costs every `apply` an import.
-class Mount(namedtuple("Mount", "devnum mountpoint fstype source superopts")):
+class Mount(record("Mount", tuple((f, REQUIRED) for f in (
+        "devnum", "mountpoint", "fstype", "source", "superopts")))):
     __slots__ = ()
 
     @property
