@@ -17,16 +17,17 @@ whose "kernel" is Python in this process, the helper is a thread.
 
 from __future__ import annotations
 
-import contextlib
+import _socket      # the C module: socket.py costs 9 ms (enum, selectors)
+import _thread
 import errno as _errno
 import os
-import queue
 import select
-import socket
-import threading
+import sys
 # Annotations only (never evaluated: `from __future__ import annotations`);
-# typing itself would cost every `apply` its import.
-from collections.abc import Callable  # noqa: F401
+# a real import of collections.abc or typing would cost every `apply`.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 from .errors import FlavourdError, SysfsError
 
@@ -48,10 +49,11 @@ class _Pending:
     """One write in a helper thread."""
 
     def __init__(self, fn: Callable[[], None]):
+        import threading    # the simulated kernel only: the real /sys forks
         self.fn = fn
         self.done = threading.Event()
         self.error: "BaseException | None" = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._after: list = []
 
     def run(self) -> None:
@@ -91,7 +93,9 @@ class _Helper:
     devices about a tenth of its own time."""
 
     def __init__(self):
-        self.jobs: "queue.SimpleQueue[_Pending]" = queue.SimpleQueue()
+        import threading
+        from _queue import SimpleQueue
+        self.jobs: "SimpleQueue[_Pending]" = SimpleQueue()
         threading.Thread(target=self._loop, name="sysfs-writer", daemon=True).start()
 
     def _loop(self) -> None:
@@ -100,7 +104,7 @@ class _Helper:
 
 
 _idle: list = []
-_idle_lock = threading.Lock()
+_idle_lock = _thread.allocate_lock()
 
 
 def _release(helper: _Helper) -> None:
@@ -125,21 +129,26 @@ def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
 
 _abandoned: list = []       # writers left in the kernel, reaped once they exit
 _writers: list = []         # idle writers
-_held = threading.local()
+_held = _thread._local()
 
 
-@contextlib.contextmanager
-def holding(fd: int):
+class holding:
     """Writes from this thread are for the device whose lock is `fd`: the
     writer process is handed a copy of it with each write (SCM_RIGHTS) and
     closes it only when the write returns, so a write abandoned in the
     kernel keeps the device locked, even after this process has exited."""
-    prev = getattr(_held, "fd", None)
-    _held.fd = fd
-    try:
-        yield
-    finally:
-        _held.fd = prev
+
+    def __init__(self, fd: int):
+        self.fd, self._prev = fd, None
+
+    def __enter__(self):
+        self._prev = getattr(_held, "fd", None)
+        _held.fd = self.fd
+        return self
+
+    def __exit__(self, *exc):
+        _held.fd = self._prev
+        return False
 
 
 def _close_all_but(keep: int) -> None:
@@ -154,11 +163,30 @@ def _close_all_but(keep: int) -> None:
     os.closerange(keep + 1, 1 << 16)
 
 
+def _send_fds(sock, data: bytes, fds: list) -> None:
+    """socket.send_fds, on a _socket.socket."""
+    anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+            b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds))] if fds else []
+    sock.sendmsg([data], anc)
+
+
+def _recv_fds(sock, size: int, maxfds: int):
+    """socket.recv_fds, on a _socket.socket: (data, [descriptors])."""
+    data, anc, _flags, _addr = sock.recvmsg(size, _socket.CMSG_SPACE(maxfds * 4))
+    fds = []
+    for level, kind, raw in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            n = len(raw) - len(raw) % 4
+            fds += [int.from_bytes(raw[i:i + 4], sys.byteorder, signed=True)
+                    for i in range(0, n, 4)]
+    return data, fds
+
+
 def _serve(sock) -> None:
     """The writer process: open(2) and write(2) for each request, the
     errno back (0: success), with the step that failed."""
     while True:
-        msg, fds, _, _ = socket.recv_fds(sock, 8192, 4)
+        msg, fds = _recv_fds(sock, 8192, 4)
         if not msg:
             return
         path, value = msg.split(b"\0", 1)
@@ -185,7 +213,7 @@ class _Writer:
     reused (a fork per write cost 3 to 7 ms here); replaced when abandoned."""
 
     def __init__(self):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:        # no Python-level clean-up in the child
             try:
@@ -222,8 +250,8 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> N
         writer = _Writer()
     held = getattr(_held, "fd", None)
     try:
-        socket.send_fds(writer.sock, [path.encode() + b"\0" + value.encode("ascii")],
-                        [held] if held is not None else [])
+        _send_fds(writer.sock, path.encode() + b"\0" + value.encode("ascii"),
+                  [held] if held is not None else [])
     except OSError as e:
         writer.sock.close()
         _abandoned.append(writer)

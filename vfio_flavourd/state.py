@@ -11,7 +11,6 @@ bind, made a coldplug of N devices cost O(N^2): 30 ms a device at 4,000
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -113,9 +112,9 @@ class State:
         path = self._file(address)
         self.root.ensure_dir(f"{RUN_DIR}/devices")
         tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"
-        import json
-        data = json.dumps({"version": STATE_VERSION, "record": record}, indent=1,
-                          sort_keys=True, allow_nan=False).encode()
+        from .jsontext import dumps
+        data = dumps({"version": STATE_VERSION, "record": record}, indent=1,
+                     sort_keys=True).encode()
         try:
             safeio.replace_whole(path, tmp, data)
         except OSError as e:
@@ -137,15 +136,9 @@ class State:
             except (OSError, FlavourdError):
                 pass
 
-    @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> "_Flock":
         self.root.ensure_dir(RUN_DIR)
-        fd = _open_lock(self._lock_path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return _Flock(_open_lock(self._lock_path))
 
     def _migrate(self) -> None:
         """Split a state.json left by an older version (the daemon restarts on
@@ -178,23 +171,12 @@ def _flat(record: dict) -> bool:
                for k, v in record.items())
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
 def loads(data: bytes):
     """JSON as the standard allows it: NaN, Infinity and numbers that
     overflow to infinity are errors, so nothing read here can make
     `status --json` print invalid JSON."""
-    import json     # here: `status` with nothing managed reads no record
-    return json.loads(data, parse_constant=_reject_constant, parse_float=_finite)
+    from .jsontext import loads as _loads
+    return _loads(data)
 
 
 def _why(e: BaseException) -> str:
@@ -225,6 +207,25 @@ def _open_lock(path) -> int:
         os.close(fd)
         raise LayoutError(f"{path}: expected a lock file, found {safeio.kind(mode)}")
     return fd
+
+
+class _Flock:
+    """An exclusive flock on an open descriptor, closed on leaving."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self):
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        return False
 
 
 class DeviceLock:
