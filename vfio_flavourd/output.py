@@ -18,11 +18,11 @@ def table(headers, rows, out=None) -> None:
 
 
 def dump_json(obj, out=None) -> None:
-    import json
+    from .jsontext import dumps     # json's own text, without importing re
     out = out or sys.stdout
-    # allow_nan=False: NaN and Infinity are not JSON; a value that cannot
-    # be written as JSON is a bug to report, never output to a parser.
-    out.write(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
+    # NaN and Infinity are not JSON: a value that cannot be written as JSON
+    # is a bug to report (ValueError), never output to a parser.
+    out.write(dumps(obj, indent=2))
     out.write("\n")
 
 
