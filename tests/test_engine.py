@@ -172,3 +172,37 @@ def test_choice_properties(entries, prefer, deny, variants):
     else:
         best = min(a.wildcards for a in allowed)
         assert d.module == min(a.module for a in allowed if a.wildcards == best)
+
+
+# Small alphabets, so that matches and misses both come up often.
+IDS = st.sampled_from([0x15B3, 0x8086, 0x1AF4])
+MAYBE_IDS = st.none() | st.lists(IDS, min_size=1, max_size=2).map(tuple)
+GLOBS = st.none() | st.lists(st.sampled_from(["0000:3b:*", "*.2", "0000:3b:00.0", "mlx5*",
+                                              "e1000e", "vfio-pci", "[!m]*"]),
+                             min_size=1, max_size=2).map(tuple)
+CLASSES = st.none() | st.lists(st.sampled_from([ClassPrefix(0x02, 2), ClassPrefix(0x0200, 4),
+                                                ClassPrefix(0x0108, 4)]),
+                               min_size=1, max_size=2).map(tuple)
+
+
+@given(st.builds(Match, vendor=MAYBE_IDS, device=MAYBE_IDS, subsystem_vendor=MAYBE_IDS,
+                 subsystem_device=MAYBE_IDS, class_=CLASSES, address=GLOBS, physfn=GLOBS,
+                 virtfn=st.none() | st.booleans(), driver=GLOBS),
+       st.builds(lambda sv, sd, **kw: make_device(sv=sv or 0, sd=sd or 0, **kw)._replace(
+                     subsystem_vendor=sv, subsystem_device=sd), address=st.sampled_from(["0000:3b:00.2", "0000:5e:00.0"]),
+                 vendor=IDS, device=IDS, sv=st.none() | IDS, sd=st.none() | IDS,
+                 class_code=st.sampled_from([0x020000, 0x010802, 0x030000]),
+                 physfn=st.none() | st.just("0000:3b:00.0"),
+                 driver=st.none() | st.sampled_from(["mlx5_core", "e1000e", "vfio-pci"])))
+def test_fast_match_agrees_with_the_explained_one(match, dev):
+    """The engine decides by Match.matches; `explain` shows Match.check."""
+    assert match.matches(dev) == all(ok for _, ok, _ in match.check(dev))
+
+
+@given(st.lists(st.sampled_from([0x15B3, 0x8086, 0x1AF4]), min_size=1, max_size=5))
+def test_trace_ends_at_the_rule_that_decided(vendors):
+    rules = [rule(name=f"r{i}", match=Match(vendor=(v,))) for i, v in enumerate(vendors)]
+    d = decide(make_device(vendor=0x8086), Policy(rules), VariantIndex([]))
+    assert [t.matched for t in d.trace][-1:] == ([True] if d.rule else [False])
+    assert len(d.trace) == (vendors.index(0x8086) + 1 if 0x8086 in vendors else len(vendors))
+    assert d.rule is (rules[vendors.index(0x8086)] if 0x8086 in vendors else None)

@@ -33,7 +33,7 @@ class Decision:
     goes (a plain class: see _record for why not a dataclass)."""
 
     __slots__ = ("device", "rule", "module", "action", "reason", "candidates", "notes",
-                 "trace", "tie", "owner")
+                 "tie", "owner", "_tried", "_trace")
 
     def __init__(self, device: PciDevice, rule: Rule | None = None, owner: str | None = None):
         self.device = device
@@ -43,9 +43,25 @@ class Decision:
         self.reason = ""
         self.candidates: list = []
         self.notes: list = []
-        self.trace: list = []
         self.tie: tuple = ()
         self.owner = owner                  # who set driver_override, if anyone
+        self._tried: tuple = ()             # the rules tried, in order
+        self._trace: list | None = None
+
+    @property
+    def trace(self) -> list:
+        """A RuleTrace for each rule tried, up to the one that matched.  Made
+        when asked for (by `explain`): every other command needs only the
+        verdict, and the reasons' text was a third of `plan`'s own time."""
+        if self._trace is None:
+            self._trace = []
+            for rule in self._tried:
+                checks = rule.match.check(self.device)
+                matched = all(ok for _, ok, _ in checks)
+                self._trace.append(RuleTrace(rule, matched, tuple(r for _, _, r in checks)))
+                if matched:
+                    break
+        return self._trace
 
     def __repr__(self) -> str:
         return (f"<Decision {self.device.address}: {self.action} {self.module} "
@@ -154,11 +170,9 @@ def decide(dev: PciDevice, policy: Policy, index: VariantIndex,
     # Who set the override is a fact about the device, worth showing
     # whether or not a rule claims it.
     d = Decision(device=dev, owner=owner)
+    d._tried = policy.rules
     for rule in policy.rules:
-        checks = rule.match.check(dev)
-        matched = all(ok for _, ok, _ in checks)
-        d.trace.append(RuleTrace(rule, matched, tuple(r for _, _, r in checks)))
-        if matched:
+        if rule.match.matches(dev):
             d.rule = rule
             break
     if d.rule is None:

@@ -85,7 +85,23 @@ class Match(record("Match", (
         return out
 
     def matches(self, dev: PciDevice) -> bool:
-        return all(ok for _, ok, _ in self.check(dev))
+        """check()'s verdict without its reasons: the engine asks it of every
+        rule for every device, and only `explain` shows the reasons."""
+        for want, have in ((self.vendor, dev.vendor), (self.device, dev.device),
+                           (self.subsystem_vendor, dev.subsystem_vendor),
+                           (self.subsystem_device, dev.subsystem_device)):
+            if want is not None and (have is None or have not in want):
+                return False
+        if self.class_ is not None and not any(c.matches(dev.class_code) for c in self.class_):
+            return False
+        for want, have in ((self.address, dev.address), (self.physfn, dev.physfn)):
+            if want is not None and (have is None or not any(fnmatchcase(have, g) for g in want)):
+                return False
+        if self.virtfn is not None and dev.is_vf != self.virtfn:
+            return False
+        want = self.driver
+        return want is None or (dev.driver is not None
+                                and any(fnmatchcase(dev.driver, g) for g in want))
 
 
 class Rule(record("Rule", (
