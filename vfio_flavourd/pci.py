@@ -82,7 +82,6 @@ class PciDevice(record("PciDevice", (
         ("subsystem_vendor", None),
         ("subsystem_device", None),
         ("class_code", 0),              # 24-bit: base class, subclass, prog-if
-        ("revision", None),
         ("modalias", ""),
         ("driver", None),               # bound driver's *driver* name
         ("driver_module", None),        # the module behind it (None: built in)
@@ -90,8 +89,6 @@ class PciDevice(record("PciDevice", (
         ("iommu_group", None),
         ("physfn", None),               # PF address when this is an SR-IOV VF
         ("virtfns", ()),
-        ("sriov_totalvfs", None),
-        ("sriov_numvfs", None),
         ("sriov_drivers_autoprobe", None),
         ("numa_node", None),
         ("boot_vga", None)))):
@@ -127,18 +124,20 @@ def ids_from_modalias(modalias: str | None):
         return None
 
 
-def read_device(sysfs: Sysfs, address: str) -> PciDevice:
+def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciDevice:
     """One device's snapshot.  Raises UnknownDevice when there is no such
     device, DeviceGone when it vanished half-way through the read.
 
     The ids come from modalias when it is there (the kernel builds it from
     the same fields as vendor, device, subsystem_* and class), and only
     attributes the directory lists are read: a scan reads sysfs some 20
-    times a device otherwise, half of them for nothing."""
+    times a device otherwise, half of them for nothing.  Nothing is read
+    that no command uses (revision, the VF counts): `plan` reads every
+    device, and each read is a fifth of a device's cost."""
     base = f"{PCI_DEVICES}/{address}"
-    if not sysfs.exists(base):
-        raise UnknownDevice(address)
     entries = sysfs.entries(base)
+    if not entries:             # no such directory (or an empty one)
+        raise UnknownDevice(address)
     have = frozenset(entries)
 
     def attr(name):
@@ -169,7 +168,14 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
         (e for e in entries if e.startswith("virtfn") and e[6:].isdigit()),
         key=lambda e: int(e[6:]))
     driver = link("driver")
-    driver_module = module_of_driver(sysfs, driver) if driver else None
+    if not driver:
+        driver_module = None
+    elif modules is not None and driver in modules:
+        driver_module = modules[driver]
+    else:
+        driver_module = module_of_driver(sysfs, driver)
+        if modules is not None:
+            modules[driver] = driver_module
     autoprobe = _int(attr("sriov_drivers_autoprobe"))
     boot_vga = _int(attr("boot_vga"))
     return PciDevice(
@@ -179,7 +185,6 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
         subsystem_vendor=sv,
         subsystem_device=sd,
         class_code=class_code,
-        revision=_hex(attr("revision")),
         modalias=modalias,
         driver=driver,
         driver_module=driver_module,
@@ -187,8 +192,6 @@ def read_device(sysfs: Sysfs, address: str) -> PciDevice:
         iommu_group=link("iommu_group"),
         physfn=link("physfn"),
         virtfns=tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
-        sriov_totalvfs=_int(attr("sriov_totalvfs")),
-        sriov_numvfs=_int(attr("sriov_numvfs")),
         sriov_drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
         numa_node=_int(attr("numa_node")),
         boot_vga=None if boot_vga is None else bool(boot_vga),
@@ -212,9 +215,10 @@ def scan(sysfs: Sysfs, warn=None):
     scan is skipped: hot-unplug during a scan is normal.  So is one with an
     unreadable attribute (a symlink loop, a FIFO in a copied tree), with a
     warning: one odd device must not stop the plan for all the others."""
+    modules: dict = {}      # driver -> module, read once a scan
     for address in addresses(sysfs):
         try:
-            yield read_device(sysfs, address)
+            yield read_device(sysfs, address, modules)
         except (DeviceGone, UnknownDevice):
             continue
         except SysfsError as e:
