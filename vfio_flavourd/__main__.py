@@ -1,5 +1,5 @@
-import sys
+"""`python3 -m vfio_flavourd`: the installed command, as cli.run() runs it."""
 
-from .cli import main
+from .cli import run
 
-sys.exit(main())
+run()
