@@ -382,3 +382,60 @@ def test_without_upgrade_the_catch_all_is_kept(tmp_path):
     o = apply(ctx, [VF0])[VF0]
     assert (o.result, o.message) == (
         "kept", "already on vfio driver vfio-pci; 'upgrade: true' would move it to mlx5_vfio_pci")
+
+
+VIRTIO_POLICY = """\
+    version: 1
+    rules:
+      - {name: v, match: {vendor: 0x1af4}, flavour: vfio}
+    """
+
+
+def hot_added_and_raced(kernel, monkeypatch):
+    """VIRTIO as just hot-added (no driver yet), and the kernel's own probe
+    after device_add binding virtio-pci between the binder's read of the
+    driver link and its drivers_probe, before it saw the override."""
+    kernel.sysfs.write(f"sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+    write = kernel.sysfs.write
+    raced = []
+
+    def racing(rel, value):
+        if rel == "sys/bus/pci/drivers_probe" and value == VIRTIO and not raced:
+            raced.append(override_of(kernel, VIRTIO))
+            write(f"sys/bus/pci/devices/{VIRTIO}/driver_override", "\n")
+            write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
+            write(f"sys/bus/pci/devices/{VIRTIO}/driver_override", raced[0])
+        write(rel, value)
+    monkeypatch.setattr(kernel.sysfs, "write", racing)
+    return raced
+
+
+def test_the_kernels_own_probe_of_a_new_device_is_taken_back(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    raced = hot_added_and_raced(kernel, monkeypatch)
+    o = apply(ctx, [VIRTIO])[VIRTIO]
+    assert raced == ["virtio_vfio_pci"]
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
+    assert driver_of(kernel, VIRTIO) == "virtio_vfio_pci"
+    assert "the kernel's own probe bound virtio-pci meanwhile; taking it back" in o.steps
+    assert "unbind from virtio-pci: write 0000:05:00.0 to sys/bus/pci/drivers/virtio-pci/unbind" \
+        in o.steps
+
+
+def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
+                                                           "fallback: none"))
+    hot_added_and_raced(kernel, monkeypatch)
+    from vfio_flavourd import guards
+    asked = []
+
+    def refusals(sysfs, dev):
+        asked.append(dev.driver)
+        return ["network interface eth1 is up and has routes"] if dev.driver else []
+    monkeypatch.setattr(guards, "refusals", refusals)
+    o = apply(ctx, [VIRTIO])[VIRTIO]
+    assert asked == [None, "virtio-pci"]      # before the move, and before taking it back
+    assert o.result == "failed"
+    assert "refusing to unbind: network interface eth1 is up and has routes" in o.message
+    assert driver_of(kernel, VIRTIO) == "virtio-pci"
+    assert override_of(kernel, VIRTIO) == "(null)"

@@ -190,7 +190,9 @@ class Binder:
                     driver = self.load(out, m)
                     target = (m, driver)
                     if has_override:
-                        self._override_sequence(out, dev, driver)
+                        forced = force or (rule and rule.force)
+                        self._override_sequence(out, dev, driver, check=None if forced else (
+                            lambda now: guards.refusals(self.sysfs, now)))
                     else:
                         self._new_id_sequence(out, dev, driver)
                     out.result, out.module, out.driver = "bound", m, driver
@@ -237,7 +239,10 @@ class Binder:
             base, driver=None, target_driver=driver, action=out.action, outcome="stuck",
             stuck_write=e.rel, message=out.message))
 
-    def _override_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str) -> None:
+    def _override_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str,
+                           check=None) -> None:
+        """`check(dev)`: the guards' reasons not to unbind, for a host driver
+        bound behind our back; None when forced."""
         a = dev.address
         self._write(out, self._dev(a, "driver_override"), driver, "set override")
         current = self.current_driver(a)
@@ -248,6 +253,21 @@ class Binder:
                         timed=True)
         self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe", timed=True)
         got = self.settle(a, driver)
+        if got is not None and got != driver and current is None:
+            # A device just hot-added: the kernel's own probe after
+            # device_add ran between our read and our probe, before it saw
+            # the override, and bound the host driver (kernel-facts: the
+            # host driver binds first; seen on the real-kernel tier).  The
+            # override is in place now: take it back once, guards first.
+            out.steps.append(f"the kernel's own probe bound {got} meanwhile; taking it back")
+            if check is not None:
+                now = pci.fresh(self.sysfs, a)
+                reasons = check(now) if now is not None else []
+                if reasons:
+                    raise _StepFailed("refusing to unbind: " + "; ".join(reasons))
+            self._write(out, f"{PCI_DRIVERS}/{got}/unbind", a, f"unbind from {got}", timed=True)
+            self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe", timed=True)
+            got = self.settle(a, driver)
         if got != driver:
             if self._gone(a):
                 raise DeviceGone(a)
