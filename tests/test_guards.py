@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import pytest
 
@@ -194,7 +195,29 @@ def test_unmounted_share_is_free_and_unreadable_tag_refuses(tree):
     (tree.root / f"{base}/mount_tag").mkdir()
     reasons = tree.refusals()
     assert len(reasons) == 1 and reasons[0].startswith(
-        "virtio transport 0000:00:04.0: cannot read virtio0/mount_tag (Is a directory)")
+        "virtio transport 0000:00:04.0: cannot read virtio0/mount_tag (a directory, not a "
+        "regular file)")
+
+
+def test_a_fifo_where_an_attribute_should_be_refuses_at_once(tree):
+    """A copied tree with FIFOs for mount_tag and a disk's dev: opening
+    them must not block (nobody writes them), and the guard refuses."""
+    base = tree.virtio(0)
+    os.mkfifo(tree.root / f"{base}/mount_tag")
+    disk = tree.disk("nvme0n1", "259:0")
+    (tree.root / f"{disk}/dev").unlink()
+    os.mkfifo(tree.root / f"{disk}/dev")
+    tree.mountinfo(ROOT_9P)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(tree.refusals()), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert got, "the guard blocked on a FIFO"
+    reasons = got[0]
+    assert "virtio transport 0000:00:04.0: cannot read virtio0/mount_tag (a FIFO, not a " \
+        "regular file), so cannot tell whether a 9p share is mounted" in reasons
+    assert "/dev/nvme0n1: cannot tell whether it is in use (its dev attribute reads '')" \
+        in reasons
 
 
 def test_virtiofs_tag_through_its_device_link(tree):

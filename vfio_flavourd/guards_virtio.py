@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
+from . import safeio
 from .errors import SysfsError
 
 
@@ -20,13 +21,14 @@ def _is_virtio(name: str) -> bool:
 
 def transports(below) -> list:
     """(name, path) of the virtioN devices among a PCI device's descendants."""
-    return sorted((name, path) for name, path in below if _is_virtio(name))
+    return sorted((name, path) for name, path, *_ in below if _is_virtio(name))
 
 
 def _read(path: str):
+    """An attribute's text; None when absent.  Never blocks (safeio): a
+    FIFO planted in a copied tree is an error, not a hang."""
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace").rstrip("\n\0")
+        return safeio.read_text(path, errors="replace").rstrip("\n\0")
     except FileNotFoundError:
         return None
 
@@ -124,7 +126,7 @@ def check_console(sysfs, address: str, below, virtio: list) -> list:
     active = (sysfs.read("sys/class/tty/console/active") or "").split()
     if not active:
         return []
-    ttys = {name for name, path in below if name in active}
+    ttys = {name for name, *_ in below if name in active}
     if ttys:
         return [f"{address} carries the active console {', '.join(sorted(ttys))}"]
     hvc = [t for t in active if t.startswith("hvc")]
