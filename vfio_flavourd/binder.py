@@ -20,7 +20,6 @@ import time
 from . import guards, pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
 from .engine import is_vfio_driver
-from .iommu import open_holders
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
@@ -156,6 +155,7 @@ class Binder:
                 return out
         if is_vfio_driver(dev, self.index.modules()):
             # An upgrade from vfio-pci to a variant: never under a user.
+            from .iommu import open_holders     # only for an upgrade
             holders = open_holders(self.sysfs, dev.address, dev.iommu_group)
             if holders:
                 out.result = "refused"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import guards_storage, guards_virtio, safeio
+from . import guards_virtio, safeio
 from .pci import PciDevice
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
@@ -79,6 +79,7 @@ def block_devices(sysfs: Sysfs, address: str, below=None) -> dict:
             except OSError:
                 found[name] = ""
     if controllers:
+        from . import guards_storage
         found.update(guards_storage.multipath_heads(sysfs, controllers))
     return found
 
@@ -111,11 +112,12 @@ def _routed_interfaces(sysfs: Sysfs) -> set:
     return names
 
 
-def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, guard=None) -> list:
+def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, guard=None, tables=None) -> list:
     disks = block_devices(sysfs, dev.address, below)
     if not disks:
         return []
-    return (guard or guards_storage.StorageGuard(sysfs)).check(disks)
+    from . import guards_storage      # a device with no disk below needs none of it
+    return (guard or guards_storage.StorageGuard(sysfs, tables=tables)).check(disks)
 
 
 def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
@@ -161,9 +163,11 @@ def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
     below = _descendants(sysfs, dev.address)    # one walk for every check
     reasons = check_console(sysfs, dev)
     if below:
-        guard = guards_storage.StorageGuard(sysfs)
+        from .mounts import Tables
+        tables = Tables(sysfs)      # read once, by whichever check needs them first
         top = os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{dev.address}"))
-        reasons = (check_storage(sysfs, dev, below, guard) + check_network(sysfs, dev, below)
-                   + guards_virtio.refusals(sysfs, dev.address, top, below, guard.tables)
+        reasons = (check_storage(sysfs, dev, below, tables=tables)
+                   + check_network(sysfs, dev, below)
+                   + guards_virtio.refusals(sysfs, dev.address, top, below, tables)
                    + reasons)
     return reasons

@@ -112,11 +112,11 @@ def _btrfs_members(sysfs) -> dict:
 class StorageGuard:
     """Reasons not to take away the block devices `disks` ({name: devnum})."""
 
-    def __init__(self, sysfs, opener=exclusive_open, host=None):
+    def __init__(self, sysfs, opener=exclusive_open, host=None, tables=None):
         self.sysfs = sysfs
         # Only the real / has device nodes to open (tests set `host`).
         self.host = sysfs.root.is_host if host is None else host
-        self.tables = Tables(sysfs)
+        self.tables = Tables(sysfs) if tables is None else tables
         self.opener = opener
         self._btrfs = None
 
