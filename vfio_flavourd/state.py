@@ -39,6 +39,7 @@ class State:
         self._lock_path = os.path.join(self.dir, "state.lock")
         self._warn = warn or (lambda msg: None)
         self._layout_checked = False
+        self._migrated = False
 
     def __repr__(self) -> str:
         return f"State({self.devices_dir})"
@@ -143,8 +144,14 @@ class State:
     def _migrate(self) -> None:
         """Split a state.json left by an older version (the daemon restarts on
         upgrade, /run stays) into per-device files, so its overrides stay ours."""
+        if self._migrated:
+            return
         legacy = os.path.join(self.dir, LEGACY)
         if not os.path.exists(legacy):
+            # Only a version before 0.1.0 wrote it, and only before this
+            # one started: once absent, it stays so.  The daemon asks at
+            # every event otherwise.
+            self._migrated = True
             return
         with self._locked():
             try:
