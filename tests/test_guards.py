@@ -310,3 +310,17 @@ def test_operstate_that_cannot_be_read_refuses_and_never_blocks(tmp_path):
     t.join(10)
     assert not t.is_alive(), "reading a FIFO operstate blocked"
     assert len(got[0]) == 1 and "eth9: cannot read operstate" in got[0][0], got
+
+
+def test_an_interface_named_power_is_still_seen(tree):
+    """A device's own power/ is skipped, but a NIC renamed "power" sits
+    in a net/ directory, where the name is free: it is still guarded."""
+    dev = tree.root / DEV
+    (dev / "uevent").write_text("")
+    (dev / "power").mkdir()
+    tree.file(f"{DEV}/power/control", "auto\n")
+    tree.file(f"{DEV}/net/power/operstate", "up\n")
+    tree.file("proc/net/route", "Iface\tDestination\npower\t00000000\n")
+    assert tree.refusals() == ["network interface power is up and has routes"]
+    names = [n[0] for n in guards._descendants(Sysfs(Root(tree.root)), ADDR)]
+    assert names == ["net", "power"]          # net/power; the device's power/ not walked

@@ -37,14 +37,19 @@ def _descendants(sysfs: Sysfs, address: str) -> list:
             with os.scandir(path) as it:
                 for e in it:
                     if e.is_dir(follow_symlinks=False):
-                        subdirs.append(e.path)
+                        subdirs.append(e)
                     else:
                         entries[e.name] = e.is_symlink()
         except (FileNotFoundError, NotADirectoryError):
             continue        # gone meanwhile (or top is no directory)
         if path != top:
             out.append(Node((os.path.basename(path), path, entries)))
-        todo += sorted(subdirs, reverse=True)       # depth first, in name order
+        # A device's power/ (its directory has a uevent) is its runtime-PM
+        # attribute group: files only, and no child can take that name
+        # beside it.  Elsewhere (a net/ directory) "power" may be a name.
+        device = "uevent" in entries
+        todo += sorted((e.path for e in subdirs if not (device and e.name == "power")),
+                       reverse=True)                # depth first, in name order
     return out
 
 
