@@ -21,13 +21,18 @@ class Node(tuple):
     __slots__ = ()
 
 
-def _descendants(sysfs: Sysfs, address: str) -> list:
+def _top(sysfs: Sysfs, address: str) -> str:
+    """The device's own sysfs directory, links resolved."""
+    return os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
+
+
+def _descendants(sysfs: Sysfs, address: str, top: str | None = None) -> list:
     """A Node for every directory below the device's own sysfs dir, links
     not followed (they lead out of the device).  One scandir a directory
     and no stat: sysfs gives every entry's type, and the checks below look
     at the names in a directory before they read anything (os.walk stat()s
     every link it meets; a NIC's tree was 10 ms of each hotplug under TCG)."""
-    top = os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
+    top = top or _top(sysfs, address)
     out = []
     todo = [top]
     while todo:
@@ -165,12 +170,12 @@ def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
 
 def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
     """Every reason not to unbind this device from its host driver."""
-    below = _descendants(sysfs, dev.address)    # one walk for every check
+    top = _top(sysfs, dev.address)
+    below = _descendants(sysfs, dev.address, top)    # one walk for every check
     reasons = check_console(sysfs, dev)
     if below:
         from .mounts import Tables
         tables = Tables(sysfs)      # read once, by whichever check needs them first
-        top = os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{dev.address}"))
         reasons = (check_storage(sysfs, dev, below, tables=tables)
                    + check_network(sysfs, dev, below)
                    + guards_virtio.refusals(sysfs, dev.address, top, below, tables)
