@@ -76,36 +76,63 @@ def carry_out(ctx, binder: "Binder", decision, *, force=False, dry_run=False,
               lock_timeout: float = 30.0) -> Outcome:
     """One decision, under the device's lock, on a fresh read of the device
     (the decision may be older than the device's current state)."""
-    address = decision.device.address
-    rule = decision.rule
+    return _locked(ctx, binder, decision.device.address, decision, force=force,
+                   dry_run=dry_run, lock_timeout=lock_timeout)[1]
+
+
+def decide_and_carry_out(ctx, binder: "Binder", address: str, *, dry_run=False,
+                         lock_timeout: float = 30.0):
+    """The daemon's way with a device an event names: read once, under the
+    device's lock, decided and carried out on that one read.  (Deciding
+    first and reading again under the lock read every hot-added device
+    twice.)  Returns (decision, outcome); (None, None) when the device is
+    already gone.  Members of its IOMMU group that its rule takes as well
+    ('group: all') are the caller's, through expand_groups and carry_out."""
+    return _locked(ctx, binder, address, None, force=False, dry_run=dry_run,
+                   lock_timeout=lock_timeout)
+
+
+def _locked(ctx, binder, address: str, decision, *, force, dry_run, lock_timeout):
+    action = decision.action if decision is not None else engine.NONE
+    module = decision.module if decision is not None else None
     try:
         with device_locked(ctx.root, address, lock_timeout, dry_run=dry_run) as lock:
             dev = fresh(ctx.sysfs, address)
             if dev is None:
                 binder.state.update(address, None)
-                return Outcome(address, decision.action, "gone", module=decision.module,
-                               message="device is gone (removed or hot-unplugged)")
-            out = _dispatch(ctx, binder, decision, dev, force=force, dry_run=dry_run)
+                if decision is None:
+                    return None, None
+                return decision, Outcome(address, action, "gone", module=module,
+                                         message="device is gone (removed or hot-unplugged)")
+            if decision is None:
+                decision = engine.decide(dev, ctx.policy, ctx.index, owner=ctx.owner_of(dev))
+                current = decision
+            else:
+                current = None
+            action, module, rule = decision.action, decision.module, decision.rule
+            out = _dispatch(ctx, binder, decision, dev, force=force, dry_run=dry_run,
+                            current=current)
             if out.stuck is not None:
                 lock.hand_over(out.stuck)
-                return out
+                return decision, out
             if rule is not None and rule.sriov_drivers_autoprobe is not None and not dry_run:
                 binder.set_sriov_autoprobe(dev, rule.sriov_drivers_autoprobe, out)
-            return out
+            return decision, out
     except (DeviceGone, UnknownDevice):
-        return Outcome(address, decision.action, "gone", module=decision.module,
-                       message="device is gone (removed or hot-unplugged)")
+        return decision, Outcome(address, action, "gone", module=module,
+                                 message="device is gone (removed or hot-unplugged)")
     except FlavourdError as e:
-        return Outcome(address, decision.action, "failed", module=decision.module,
-                       message=str(e))
+        return decision, Outcome(address, action, "failed", module=module, message=str(e))
 
 
-def _dispatch(ctx, binder, decision, dev, *, force, dry_run) -> Outcome:
+def _dispatch(ctx, binder, decision, dev, *, force, dry_run, current=None) -> Outcome:
+    """`current`: the decision already made on this very read, if any."""
     rule = decision.rule
     # Decide again on the fresh read, ownership included, so that apply
     # skips what plan leaves alone instead of reporting it as refused.
-    fresh_decision = (engine.decide_with_rule(dev, rule, ctx.index, owner=ctx.owner_of(dev))
-                      if rule else decision)
+    fresh_decision = current or (
+        engine.decide_with_rule(dev, rule, ctx.index, owner=ctx.owner_of(dev))
+        if rule else decision)
     action, module = fresh_decision.action, fresh_decision.module
     if action == engine.BIND:
         return binder.bind(dev, module, rule, force=force, dry_run=dry_run)

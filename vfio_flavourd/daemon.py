@@ -160,15 +160,16 @@ class Daemon:
                 return
             if action == "bind" and self._settled_failure(ctx, address):
                 return
-            decisions = actions.decisions_for(ctx, [address])
-            decisions = actions.expand_groups(ctx, decisions)
             binder = ctx.binder(self.settle_timeout, on_slow=self._slow)
-            for d in decisions:
+            started = time.monotonic()
+            d, out = actions.decide_and_carry_out(ctx, binder, address, dry_run=self.dry_run)
+            if out is None:
+                return          # gone before we got to it: its remove event follows
+            self._published(out, started)
+            for member in actions.expand_groups(ctx, [d])[1:]:
                 started = time.monotonic()
-                out = actions.carry_out(ctx, binder, d, dry_run=self.dry_run)
-                if self.publisher is not None:
-                    self.publisher.outcome(out, time.monotonic() - started)
-                self._record(out)
+                self._published(actions.carry_out(ctx, binder, member, dry_run=self.dry_run),
+                                started)
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
@@ -181,6 +182,11 @@ class Daemon:
             self.handled += 1
             if self.publisher is not None:
                 self.publisher.changed()
+
+    def _published(self, out, started: float) -> None:
+        if self.publisher is not None:
+            self.publisher.outcome(out, time.monotonic() - started)
+        self._record(out)
 
     def _record(self, out) -> None:
         self.counts[out.result] += 1
