@@ -25,6 +25,8 @@ def test_plan_json_on_the_example_host(capsys):
     assert rc == 0 and err == ""
     rows = {r["address"]: r for r in json.loads(out)}
     assert len(rows) == 62
+    # Read from each device's numa_node (two sockets: 45 on 0, 17 on 1).
+    assert sorted(r["numa_node"] for r in rows.values()) == [0] * 45 + [1] * 17
     for r in rows.values():
         assert set(r) >= {"address", "vendor", "device", "current_driver", "rule", "module",
                           "action"}

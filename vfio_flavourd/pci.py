@@ -90,7 +90,6 @@ class PciDevice(record("PciDevice", (
         ("physfn", None),               # PF address when this is an SR-IOV VF
         ("virtfns", ()),
         ("sriov_drivers_autoprobe", None),
-        ("numa_node", None),
         ("boot_vga", None)))):
     __slots__ = ()
 
@@ -132,8 +131,9 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
     the same fields as vendor, device, subsystem_* and class), and only
     attributes the directory lists are read: a scan reads sysfs some 20
     times a device otherwise, half of them for nothing.  Nothing is read
-    that no command uses (revision, the VF counts): `plan` reads every
-    device, and each read is a fifth of a device's cost."""
+    that only one command uses (revision, the VF counts, numa_node, which
+    `plan --json` reads itself): `plan` reads every device, and each read
+    is a fifth of a device's cost."""
     base = f"{PCI_DEVICES}/{address}"
     entries = sysfs.entries(base)
     if not entries:             # no such directory (or an empty one)
@@ -193,7 +193,6 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
         physfn=link("physfn"),
         virtfns=tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
         sriov_drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
-        numa_node=_int(attr("numa_node")),
         boot_vga=None if boot_vga is None else bool(boot_vga),
     )
 
