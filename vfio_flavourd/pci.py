@@ -178,22 +178,24 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
             modules[driver] = driver_module
     autoprobe = _int(attr("sriov_drivers_autoprobe"))
     boot_vga = _int(attr("boot_vga"))
+    # Every field, in the class's order: the positional way is ten times
+    # faster than keywords (_record), and a scan builds one per device.
     return PciDevice(
-        address=address,
-        vendor=vendor,
-        device=device,
-        subsystem_vendor=sv,
-        subsystem_device=sd,
-        class_code=class_code,
-        modalias=modalias,
-        driver=driver,
-        driver_module=driver_module,
-        driver_override=override,
-        iommu_group=link("iommu_group"),
-        physfn=link("physfn"),
-        virtfns=tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
-        sriov_drivers_autoprobe=None if autoprobe is None else bool(autoprobe),
-        boot_vga=None if boot_vga is None else bool(boot_vga),
+        address,
+        vendor,
+        device,
+        sv,                         # subsystem_vendor
+        sd,                         # subsystem_device
+        class_code,
+        modalias,
+        driver,
+        driver_module,
+        override,                   # driver_override
+        link("iommu_group"),
+        link("physfn"),
+        tuple(sysfs.link(f"{base}/{v}") for v in virtfns),
+        None if autoprobe is None else bool(autoprobe),     # sriov_drivers_autoprobe
+        None if boot_vga is None else bool(boot_vga),
     )
 
 
