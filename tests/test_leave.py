@@ -40,3 +40,35 @@ def test_a_reader_that_went_away_is_not_an_error():
     res = run_py("print('x' * 100)\nleave(0)", stdout=w)
     os.close(w)
     assert (res.returncode, res.stderr) == (0, "")
+
+
+def test_one_shot_commands_run_without_the_collector_and_the_daemon_with_it(monkeypatch):
+    """cli.run() turns the cyclic collector off; the daemon, which runs for
+    months, turns it back on before anything else."""
+    import gc
+    from vfio_flavourd import cli
+    from vfio_flavourd.commands import daemon
+    seen = {}
+
+    def fake_main():
+        seen["one-shot"] = gc.isenabled()
+        daemon.run(None, type("Args", (), {"verbose": False})())
+
+    def fake_leave(code):
+        raise SystemExit(code)
+
+    class Stop(Exception):
+        pass
+
+    def fake_setup(verbose=False):
+        seen["daemon"] = gc.isenabled()
+        raise Stop
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr("vfio_flavourd.leave.leave", fake_leave)
+    monkeypatch.setattr("vfio_flavourd.log.setup", fake_setup)
+    try:
+        with pytest.raises(Stop):
+            cli.run()
+    finally:
+        gc.enable()
+    assert seen == {"one-shot": False, "daemon": True}

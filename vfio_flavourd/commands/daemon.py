@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
 
 
 def run(ctx, args) -> int:
+    import gc
+    gc.enable()         # cli.run() turns it off for one-shot commands
     from .. import log
     from ..daemon import Daemon
     from ..events import UdevSource
