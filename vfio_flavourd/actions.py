@@ -5,10 +5,8 @@ and the udev path."""
 from __future__ import annotations
 
 from . import engine, pci
-from .outcome import Outcome
 from .pci import fresh
 from .errors import DeviceGone, FlavourdError, UnknownDevice
-from .state import DeviceLock
 
 
 def expand_groups(ctx, decisions: list) -> list:
@@ -50,6 +48,7 @@ class device_locked:
     contextlib's decorator: contextlib costs `apply` 5 ms of import."""
 
     def __init__(self, root, address: str, timeout: float = 30.0, *, dry_run=False):
+        from .state import DeviceLock       # not for plan, which locks nothing
         self._lock = None if dry_run else DeviceLock(root, address, timeout=timeout)
         self._held = None
 
@@ -93,6 +92,7 @@ def decide_and_carry_out(ctx, binder: "Binder", address: str, *, dry_run=False,
 
 
 def _locked(ctx, binder, address: str, decision, *, force, dry_run, lock_timeout):
+    from .outcome import Outcome
     action = decision.action if decision is not None else engine.NONE
     module = decision.module if decision is not None else None
     try:
@@ -127,6 +127,7 @@ def _locked(ctx, binder, address: str, decision, *, force, dry_run, lock_timeout
 
 def _dispatch(ctx, binder, decision, dev, *, force, dry_run, current=None) -> Outcome:
     """`current`: the decision already made on this very read, if any."""
+    from .outcome import Outcome
     rule = decision.rule
     # Decide again on the fresh read, ownership included, so that apply
     # skips what plan leaves alone instead of reporting it as refused.
@@ -167,6 +168,7 @@ def decisions_for(ctx, addresses=None) -> list:
 
 def lock_is_free(root, address: str) -> bool:
     """Whether nobody (an abandoned write included) holds the device's lock."""
+    from .state import DeviceLock
     try:
         with DeviceLock(root, address, timeout=0):
             return True
@@ -179,6 +181,7 @@ def resume_stuck(ctx, binder: "Binder", address: str, rec: dict) -> "Outcome | N
     a release, or record a bind the kernel completed late, after checking
     the driver link.  None: carry on with the policy's decision, which
     completes the move (the override is ours) or rolls it back."""
+    from .outcome import Outcome
     with device_locked(ctx.root, address) as lock:
         dev = fresh(ctx.sysfs, address)
         if dev is None:
