@@ -125,26 +125,22 @@ def ids_from_modalias(modalias: str | None):
 
 def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciDevice:
     """One device's snapshot.  Raises UnknownDevice when there is no such
-    device, DeviceGone when it vanished half-way through the read.
+    device (or one gone before its ids could be read).
 
     The ids come from modalias when it is there (the kernel builds it from
-    the same fields as vendor, device, subsystem_* and class), and only
-    attributes the directory lists are read: a scan reads sysfs some 20
-    times a device otherwise, half of them for nothing.  Nothing is read
-    that only one command uses (revision, the VF counts, numa_node, which
-    `plan --json` reads itself): `plan` reads every device, and each read
-    is a fifth of a device's cost."""
+    the same fields as vendor, device, subsystem_* and class).  Nothing is
+    read that only one command uses (revision, the VF counts, numa_node,
+    which `plan --json` reads itself), and the directory is listed only
+    for a PF's virtfnN links: `plan` reads every device, and a listing
+    (some 45 names) cost more than the three reads of absent attributes
+    (sriov_numvfs, boot_vga, physfn) that stand in for it."""
     base = f"{PCI_DEVICES}/{address}"
-    entries = sysfs.entries(base)
-    if not entries:             # no such directory (or an empty one)
-        raise UnknownDevice(address)
-    have = frozenset(entries)
 
     def attr(name):
-        return sysfs.read(f"{base}/{name}") if name in have else None
+        return sysfs.read(f"{base}/{name}")
 
     def link(name):
-        return sysfs.link(f"{base}/{name}") if name in have else None
+        return sysfs.link(f"{base}/{name}")
 
     modalias = attr("modalias")
     ids = ids_from_modalias(modalias)
@@ -157,16 +153,12 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
         sd = _hex(attr("subsystem_device"))
         class_code = _hex(attr("class")) or 0
     if vendor is None or device is None:
-        if not sysfs.exists(base):
-            raise DeviceGone(address)
+        # No such device, or one gone before its ids could be read.
         raise UnknownDevice(address)
     modalias = modalias or make_modalias(vendor, device, sv or 0, sd or 0, class_code)
     override = attr("driver_override")
     if override in ("(null)", ""):
         override = None
-    virtfns = sorted(
-        (e for e in entries if e.startswith("virtfn") and e[6:].isdigit()),
-        key=lambda e: int(e[6:]))
     driver = link("driver")
     if not driver:
         driver_module = None
@@ -176,7 +168,14 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
         driver_module = module_of_driver(sysfs, driver)
         if modules is not None:
             modules[driver] = driver_module
-    autoprobe = _int(attr("sriov_drivers_autoprobe"))
+    # Only an SR-IOV PF has the sriov_* attributes and virtfnN links.
+    if attr("sriov_numvfs") is not None:
+        autoprobe = _int(attr("sriov_drivers_autoprobe"))
+        virtfns = sorted(
+            (e for e in sysfs.entries(base) if e.startswith("virtfn") and e[6:].isdigit()),
+            key=lambda e: int(e[6:]))
+    else:
+        autoprobe, virtfns = None, []
     boot_vga = _int(attr("boot_vga"))
     # Every field, in the class's order: the positional way is ten times
     # faster than keywords (_record), and a scan builds one per device.
