@@ -132,8 +132,8 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
     read that only one command uses (revision, the VF counts, numa_node,
     which `plan --json` reads itself), and the directory is listed only
     for a PF's virtfnN links: `plan` reads every device, and a listing
-    (some 45 names) cost more than the three reads of absent attributes
-    (sriov_numvfs, boot_vga, physfn) that stand in for it."""
+    (some 45 names) cost more than the reads of absent attributes
+    (sriov_numvfs, physfn) that stand in for it."""
     base = f"{PCI_DEVICES}/{address}"
 
     def attr(name):
@@ -176,7 +176,9 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None) -> PciD
             key=lambda e: int(e[6:]))
     else:
         autoprobe, virtfns = None, []
-    boot_vga = _int(attr("boot_vga"))
+    # The kernel shows boot_vga only for what pci_is_vga() calls VGA:
+    # class 0300 or the pre-2.0 VGA-compatible 0001.
+    boot_vga = _int(attr("boot_vga")) if (class_code >> 8) in (0x0300, 0x0001) else None
     # Every field, in the class's order: the positional way is ten times
     # faster than keywords (_record), and a scan builds one per device.
     return PciDevice(
