@@ -8,13 +8,12 @@ import sys
 def table(headers, rows, out=None) -> None:
     """Left-aligned columns, two spaces apart; None shows as '-'."""
     out = out or sys.stdout
-    cells = [[("-" if c is None else str(c)) for c in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in cells:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-    for r in [list(headers)] + cells:
-        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip(), file=out)
+    lines = [list(headers)] + [[("-" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(map(len, column)) for column in zip(*lines)]
+    # One write for the table: each print() is two writes through the
+    # escaping stream, and a plan of 4,000 devices made 8,000.
+    out.write("".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n"
+                      for r in lines))
 
 
 def dump_json(obj, out=None) -> None:
