@@ -97,9 +97,10 @@ class Binder:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def resolve_driver(self, module: str) -> str:
-        """The PCI driver name a loaded module registered."""
-        names = driver_names(self.sysfs, module)
+    def resolve_driver(self, module: str, names=None) -> str:
+        """The PCI driver name a loaded module registered (`names`: its
+        driver_names(), when just read)."""
+        names = names or driver_names(self.sysfs, module)
         if names:
             return sorted(names)[0]
         # Built-in drivers may lack sys/module/*/drivers: try the two usual
@@ -114,13 +115,14 @@ class Binder:
         # A module whose PCI driver is registered is loaded: no modprobe
         # process for it (under QEMU/TCG that process was a third of
         # `apply`).  Otherwise kmod decides, as before.
-        if not driver_names(self.sysfs, module):
+        names = driver_names(self.sysfs, module)
+        if not names:
             out.steps.append(f"modprobe {module}")
             try:
                 self.loader.load(module)
             except ModprobeError as e:
                 raise _StepFailed(str(e)) from None
-        driver = self.resolve_driver(module)
+        driver = self.resolve_driver(module, names)
         out.steps.append(f"module {module} registers driver {driver}")
         return driver
 
