@@ -343,7 +343,8 @@ class Binder:
                       deadline=self.unbind_timeout or DEFAULT_TIMEOUT)
         rec = self.state.get(a) or {}
         out.rule = rec.get("rule")
-        owner = self.override_owner(dev)
+        # The record just read answers whose override it is: no second read.
+        owner = override_owner(self.sysfs, {a: rec}, dev)
         if owner not in (None, OURS) and not force:
             out.result = "refused"
             out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
