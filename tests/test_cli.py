@@ -161,3 +161,24 @@ def test_python_dash_m_works_like_the_command():
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: the following arguments are required: address" in proc.stderr
+
+
+def test_plan_table_from_the_lean_read_is_the_full_reads(capsys, monkeypatch):
+    """plan's table reads no IOMMU group or SR-IOV field (pci.read_device
+    full=False): what it prints must be what a full read decides."""
+    from vfio_flavourd import pci
+    rc, lean, _ = run(capsys, "--root", EXAMPLE, "plan")
+    real = pci.read_device
+    fulls = []
+
+    def always_full(sysfs, address, modules=None, full=True):
+        fulls.append(full)
+        return real(sysfs, address, modules, True)
+    monkeypatch.setattr(pci, "read_device", always_full)
+    rc2, full, _ = run(capsys, "--root", EXAMPLE, "plan")
+    assert rc == rc2 == 0
+    assert fulls and not any(fulls)             # plan asked for the lean read ...
+    assert lean == full                         # ... and it shows the same
+    rc, out, _ = run(capsys, "--root", EXAMPLE, "plan", "--json")
+    groups = [r["iommu_group"] for r in json.loads(out)]
+    assert all(g is not None for g in groups) and len(set(groups)) > 10

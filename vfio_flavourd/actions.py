@@ -149,10 +149,12 @@ def _dispatch(ctx, binder, decision, dev, *, force, dry_run, current=None) -> Ou
                    driver=dev.driver, previous_driver=dev.driver, message=reason)
 
 
-def decisions_for(ctx, addresses=None) -> list:
-    """Decisions for the given addresses (all devices when None)."""
+def decisions_for(ctx, addresses=None, full: bool = True) -> list:
+    """Decisions for the given addresses (all devices when None).
+    full=False: the devices as pci.read_device reads them for a table
+    (no IOMMU group, SR-IOV or boot_vga fields); never to carry out."""
     if addresses is None:
-        devices = list(pci.scan(ctx.sysfs, ctx.warn))
+        devices = list(pci.scan(ctx.sysfs, ctx.warn, full))
     else:
         devices = []
         for a in addresses:
