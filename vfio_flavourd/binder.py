@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from . import guards, pci
+from . import pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
 from .engine import is_vfio_driver
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
@@ -149,6 +149,7 @@ class Binder:
                            "leaving it alone (a rule with 'takeover: true' may take it)")
             return out
         if not (force or (rule and rule.force)):
+            from . import guards        # bind only: release needs none
             reasons = guards.refusals(self.sysfs, dev)
             if reasons:
                 out.result = "refused"
@@ -192,6 +193,7 @@ class Binder:
                     driver = self.load(out, m)
                     target = (m, driver)
                     if has_override:
+                        from . import guards
                         forced = force or (rule and rule.force)
                         self._override_sequence(out, dev, driver, check=None if forced else (
                             lambda now: guards.refusals(self.sysfs, now)))

@@ -7,11 +7,17 @@ Decision that carries its own reasoning.  Nothing here reads or writes files.
 from __future__ import annotations
 
 from ._record import REQUIRED, record
-from .aliases import CATCH_ALL, VariantIndex
+from .aliases import CATCH_ALL
 from .modprobe import normalise_module
 from .owners import OURS
-from .pci import PciDevice
-from .policy import Policy, Rule
+
+# Annotations only (never evaluated): `release` decides nothing and needs
+# no policy module; pci comes with the callers anyway.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .aliases import VariantIndex
+    from .pci import PciDevice
+    from .policy import Policy, Rule
 
 BIND, KEEP, RELEASE, NONE = "bind", "keep", "release", "none"
 
