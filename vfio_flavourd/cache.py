@@ -35,8 +35,10 @@ FORMAT = 4
 # pickle, an object's __dict__ is restored without calling __init__.
 
 
-def _classes() -> dict:
+def _classes(policy_too: bool = True) -> dict:
     from .aliases import Alias, VariantIndex
+    if not policy_too:
+        return {"Alias": Alias, "VariantIndex": VariantIndex}
     from .policy import ClassPrefix, Match, Policy, PolicyFile, Rule
     return {c.__name__: c for c in (Alias, VariantIndex, ClassPrefix, Match, Policy, PolicyFile,
                                     Rule)}
@@ -120,9 +122,11 @@ def file_for(root, name: str) -> str:
     return os.path.join(base, "vfio-flavourd", f"root_{escaped}.{name}")
 
 
-def load_cached(root, policy_paths=(), path: str | None = None):
+def load_cached(root, policy_paths=(), path: str | None = None, policy_too: bool = True):
     """(policy, index) from the cache when it is current, else None.
-    `path`: the cache file (default: the root's run/vfio-flavourd/)."""
+    `path`: the cache file (default: the root's run/vfio-flavourd/).
+    policy_too=False: (None, index), for a command that decides nothing
+    (`release`), without the policy's classes or their restoring."""
     path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
     try:
         # Only ever load a file that we own and nobody else can write.
@@ -132,8 +136,8 @@ def load_cached(root, policy_paths=(), path: str | None = None):
         key, policy, index = marshal.loads(data)
         if key != _plain(input_key(root, policy_paths), {}):
             return None
-        classes = _classes()
-        return _restore(policy, classes), _restore(index, classes)
+        classes = _classes(policy_too)
+        return (_restore(policy, classes) if policy_too else None), _restore(index, classes)
     except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
             RecursionError, MemoryError):
         return None     # any unreadable, stale or odd cache is a miss

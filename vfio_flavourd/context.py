@@ -59,7 +59,8 @@ class Context:
         from . import cache
         from .errors import PolicyError
         where = cache.location(self.root, self.policy_paths)
-        cached = where and cache.load_cached(self.root, self.policy_paths, where)
+        cached = where and cache.load_cached(self.root, self.policy_paths, where,
+                                             policy_too=need_policy)
         if cached:
             policy, index = cached
         else:
