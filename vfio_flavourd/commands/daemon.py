@@ -35,7 +35,17 @@ def run(ctx, args) -> int:
     else:
         source = None
     try:
-        source = source or UdevSource(args.source, logger=logger)
+        if source is None:
+            from ..events import udevd_running
+            which = args.source or ("udev" if udevd_running() else "kernel")
+            if which == "kernel":
+                # Raw kernel events, read without pyudev: see uevents_kernel.
+                from .. import pci
+                from ..uevents_kernel import KernelSource
+                source = KernelSource(logger=logger,
+                                      rescan=lambda: pci.addresses(ctx.sysfs))
+            else:
+                source = UdevSource(which, logger=logger)
     except ImportError:
         raise FlavourdError("the daemon needs pyudev, a dependency of vfio-flavourd: "
                             "pip install pyudev, or on Debian apt install python3-pyudev") \
