@@ -87,7 +87,7 @@ def record(name: str, fields) -> type:
 
     ns = {
         "__slots__": (), "_fields": names,
-        "_field_defaults": dict(zip(names[n_fields - len(defaults):], defaults)),
+        "_field_defaults": dict(zip(names[n_required:], defaults)),
         "__new__": new, "_make": classmethod(_make), "_replace": _replace,
         "__repr__": __repr__, "_asdict": _asdict, "__getnewargs__": __getnewargs__,
         "__match_args__": names,

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 ACTIONS = ("add", "remove", "bind", "unbind", "change")
+# For either event source's socket: a burst of 1,000 VF adds overflows the
+# default.
+RECEIVE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class UdevSource:
     after udevd ran its rules: our rule has set driver_override by then) or
     "kernel" (raw kernel events, where no udevd runs)."""
 
-    RECEIVE_BUFFER = 1 << 20   # a burst of 1,000 VF adds overflows the default
+    RECEIVE_BUFFER = RECEIVE_BUFFER
 
     def __init__(self, source: Optional[str] = None, logger=None, context=None):
         import pyudev

@@ -122,12 +122,12 @@ def _routed_interfaces(sysfs: Sysfs) -> set:
     return names
 
 
-def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, guard=None, tables=None) -> list:
+def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, tables=None) -> list:
     disks = block_devices(sysfs, dev.address, below)
     if not disks:
         return []
     from . import guards_storage      # a device with no disk below needs none of it
-    return (guard or guards_storage.StorageGuard(sysfs, tables=tables)).check(disks)
+    return guards_storage.StorageGuard(sysfs, tables=tables).check(disks)
 
 
 def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:

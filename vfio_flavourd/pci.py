@@ -206,6 +206,13 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
     )
 
 
+def numa_node(sysfs: Sysfs, address: str) -> int | None:
+    """The device's NUMA node as the kernel gives it (-1: none); None
+    without the attribute.  Not part of read_device: only `plan --json`
+    shows it."""
+    return _int(sysfs.read(f"{PCI_DEVICES}/{address}/numa_node"))
+
+
 def fresh(sysfs: Sysfs, address: str) -> PciDevice | None:
     """read_device, or None when there is no such device (any more)."""
     try:

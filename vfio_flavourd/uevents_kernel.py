@@ -19,7 +19,7 @@ import os
 import select
 import socket
 
-from .events import ACTIONS, Event
+from .events import ACTIONS, RECEIVE_BUFFER, Event
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1            # udevd re-sends to group 2, in its own format
@@ -54,7 +54,7 @@ class KernelSource:
     the receive buffer): each comes back as an add event, which the daemon
     handles idempotently, rather than a device being missed."""
 
-    RECEIVE_BUFFER = 1 << 20   # a burst of 1,000 VF adds overflows the default
+    RECEIVE_BUFFER = RECEIVE_BUFFER
     name = "kernel"
 
     def __init__(self, logger=None, rescan=None, sock=None):

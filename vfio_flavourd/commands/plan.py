@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import actions
+from .. import actions, pci
 from ..output import dump_json, shorten, table
 
 
@@ -25,7 +25,7 @@ def decision_json(ctx, d) -> dict:
         "driver_override": dev.driver_override,
         "iommu_group": dev.iommu_group,
         "physfn": dev.physfn,
-        "numa_node": numa_node(ctx, dev.address),
+        "numa_node": pci.numa_node(ctx.sysfs, dev.address),
         "override_owner": d.owner,
         "rule": d.rule.name if d.rule else None,
         "flavour": d.flavour,
@@ -34,18 +34,6 @@ def decision_json(ctx, d) -> dict:
         "reason": d.reason,
         "notes": list(d.notes),
     }
-
-
-def numa_node(ctx, address: str):
-    """The device's NUMA node as the kernel gives it (-1: none); None
-    without the attribute.  Read here, not by every scan: only this output
-    shows it."""
-    from ..pci import PCI_DEVICES
-    text = ctx.sysfs.read(f"{PCI_DEVICES}/{address}/numa_node")
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def device_label(ctx, dev, width=38):
