@@ -10,6 +10,10 @@ import shutil
 
 from .report import PY
 
+# Where Debian's python3-* packages (yaml, pyudev) are, and the .deb puts
+# the modules.
+DEBIAN_DIST = "/usr/lib/python3/dist-packages"
+
 SAFE_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     # Belt and braces: nothing here may load a real module.  A modprobe the
@@ -28,8 +32,9 @@ class Install:
         bindir = os.path.join(dest, "bin")
         os.makedirs(bindir)
         # The launchers the packages install (data/vfio-flavourd,
-        # udev-rules/vfio-flavourd-udev), with their flags; each puts the
-        # copy first on sys.path, where dist-packages would be.
+        # udev-rules/vfio-flavourd-udev), with their flags and their
+        # SITE_DIRS written in as packaging/debian/rules does, the copy
+        # first, where Debian's dist-packages holds the modules.
         self.cli = self._launcher(repo, bindir, "data/vfio-flavourd")
         self.callout = self._launcher(repo, bindir, "udev-rules/vfio-flavourd-udev")
 
@@ -37,6 +42,11 @@ class Install:
         with open(os.path.join(repo, source)) as f:
             text = f.read()
         flags, _, body = text.partition("\n")
+        pinned = body.replace("SITE_DIRS: list = []\n",
+                              f"SITE_DIRS: list = {[self.site, DEBIAN_DIST]!r}\n")
+        if pinned == body:
+            raise RuntimeError(f"{source}: no SITE_DIRS line to write the directories in")
+        body = pinned
         return self._script(bindir, os.path.basename(source), flags[len("#!" + PY):].strip(),
                             body)
 
@@ -44,7 +54,6 @@ class Install:
         path = os.path.join(bindir, name)
         with open(path, "w") as f:
             f.write(f"#!{PY} {flags}".rstrip() + "\n")
-            f.write(f"import sys\nsys.path.insert(0, {self.site!r})\n")
             f.write(body)
         os.chmod(path, 0o755)
         return path

@@ -265,6 +265,31 @@ def runnable(unpacked) -> Path:
     return unpacked
 
 
+@pytest.mark.parametrize("launcher", ["usr/sbin/vfio-flavourd",
+                                      "usr/libexec/vfio-flavourd/vfio-flavourd-udev"])
+def test_launchers_are_told_where_the_modules_are_and_skip_site(runnable, tmp_path, launcher):
+    """debian/rules writes dist-packages into both launchers: with -IS they
+    find the modules there without importing site."""
+    text = (runnable / launcher).read_text()
+    assert f'\nSITE_DIRS: list = ["/{DIST}"]\n' in text
+    # The same launcher pointed at the unpacked tree, then this machine's
+    # dist-packages for python3-yaml, run by its #! line.
+    copy = tmp_path / "launcher"
+    copy.write_text(text.replace(f'["/{DIST}"]', repr([str(runnable / DIST), f"/{DIST}"])))
+    argv = by_shebang(copy)
+    assert argv[1] == "-IS"
+    sbin = "sbin" in launcher
+    r = run(argv[:2] + ["-X", "importtime"] + argv[2:]
+            + (["--root", str(runnable), "check-config"] if sbin else ["0000:00:1f.0"]),
+            env=clean_env(VFIO_FLAVOURD_ROOT=str(runnable)))
+    imported = {ln.split("|")[-1].strip() for ln in r.stderr.splitlines()
+                if ln.startswith("import time:")}
+    assert "vfio_flavourd" in imported and "site" not in imported, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-2000:]
+    if sbin:
+        assert r.stdout.startswith("ok: 1 rules in 2 files"), r.stdout
+
+
 def test_installed_plan_with_the_shipped_policy_binds_nothing(runnable):
     r = installed(runnable, "check-config")
     assert r.returncode == 0, r.stderr
@@ -293,9 +318,9 @@ def test_installed_plan_and_callout_with_the_admin_examples(runnable, tmp_path):
         # it names the rule and module and, the device being bound, leaves
         # driver_override (and modprobe) alone.
         callout = runnable / "usr/libexec/vfio-flavourd/vfio-flavourd-udev"
-        # Without its -I, which would ignore the PYTHONPATH that points at
+        # Without its -IS, which would ignore the PYTHONPATH that points at
         # the unpacked modules.
-        r = run(by_shebang(callout, drop=("-I",)) + ["0000:3b:00.2"],
+        r = run(by_shebang(callout, drop=("-IS",)) + ["0000:3b:00.2"],
                 env=clean_env(PYTHONPATH=str(runnable / DIST), VFIO_FLAVOURD_ROOT=str(runnable)))
         assert (r.returncode, r.stderr) == (0, "")
         assert r.stdout.splitlines() == ["VFIO_FLAVOURD_RULE=mlx5-vfs",
