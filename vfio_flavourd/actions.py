@@ -40,37 +40,6 @@ def expand_groups(ctx, decisions: list) -> list:
     return out
 
 
-class device_locked:
-    """The device's lock, held also by any write child forked meanwhile
-    (deadline.holding); `lock.hand_over(outcome.stuck)` keeps it locked
-    after a write is abandoned.  A dry run changes nothing, so it takes no
-    lock (None): it must work on a read-only /run.  A class, not
-    contextlib's decorator: contextlib costs `apply` 5 ms of import."""
-
-    def __init__(self, root, address: str, timeout: float = 30.0, *, dry_run=False):
-        from .state import DeviceLock       # not for plan, which locks nothing
-        self._lock = None if dry_run else DeviceLock(root, address, timeout=timeout)
-        self._held = None
-
-    def __enter__(self):
-        if self._lock is None:
-            return None
-        from . import deadline      # not for `plan`, which binds nothing
-        lock = self._lock.__enter__()
-        self._held = deadline.holding(lock.fd)
-        self._held.__enter__()
-        return lock
-
-    def __exit__(self, *exc):
-        if self._lock is not None:
-            try:
-                if self._held is not None:
-                    self._held.__exit__(*exc)
-            finally:
-                self._lock.__exit__(*exc)
-        return False
-
-
 def carry_out(ctx, binder: "Binder", decision, *, force=False, dry_run=False,
               lock_timeout: float = 30.0) -> Outcome:
     """One decision, under the device's lock, on a fresh read of the device
@@ -96,6 +65,7 @@ def _locked(ctx, binder, address: str, decision, *, force, dry_run, lock_timeout
     action = decision.action if decision is not None else engine.NONE
     module = decision.module if decision is not None else None
     try:
+        from .state import device_locked   # not for plan, which locks nothing
         with device_locked(ctx.root, address, lock_timeout, dry_run=dry_run) as lock:
             dev = fresh(ctx.sysfs, address)
             if dev is None:
@@ -184,6 +154,7 @@ def resume_stuck(ctx, binder: "Binder", address: str, rec: dict) -> "Outcome | N
     the driver link.  None: carry on with the policy's decision, which
     completes the move (the override is ours) or rolls it back."""
     from .outcome import Outcome
+    from .state import device_locked
     with device_locked(ctx.root, address) as lock:
         dev = fresh(ctx.sysfs, address)
         if dev is None:

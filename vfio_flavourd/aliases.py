@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from . import globmatch, globs
 from ._record import REQUIRED, record
-from .modprobe import normalise_module, valid_module_name
+from .modprobe import CATCH_ALL, normalise_module, valid_module_name
 from .safeio import read_bytes, read_text
 
 PREFIX = "vfio_pci:"
-CATCH_ALL = "vfio_pci"
 
 # The seven fields of a pci/vfio_pci alias, in file2alias's order.  Vendor and
 # device ids are upper-case hex, so the lower-case field letters never clash.

@@ -19,12 +19,11 @@ import time
 
 from . import pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
-from .engine import is_vfio_driver
 from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
 from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
-from .pci import fresh  # noqa: F401  (re-exported)
+from .pci import fresh, is_vfio_driver  # noqa: F401  (fresh: re-exported)
 from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
 
 
@@ -33,11 +32,13 @@ class _StepFailed(Exception):
 
 
 class Binder:
-    def __init__(self, sysfs, loader, index, state, *, settle_timeout: float = 1.0,
-                 unbind_timeout=None, on_slow=None):
+    def __init__(self, sysfs, loader, vfio_modules: frozenset, state, *,
+                 settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
         self.sysfs = sysfs
         self.loader = loader
-        self.index = index
+        # All the binder needs of the variant index: the modules with
+        # vfio_pci aliases, to tell a vfio driver from a host driver.
+        self.vfio_modules = vfio_modules
         self.state = state
         self.settle_timeout = settle_timeout
         # --unbind-timeout: overrides every rule's unbind_timeout when set.
@@ -156,7 +157,7 @@ class Binder:
                 out.message = ("refusing to unbind: " + "; ".join(reasons)
                                + " (--force or 'force: true' overrides)")
                 return out
-        if is_vfio_driver(dev, self.index.modules()):
+        if is_vfio_driver(dev, self.vfio_modules):
             # An upgrade from vfio-pci to a variant: never under a user.
             from .iommu import open_holders     # only for an upgrade
             holders = open_holders(self.sysfs, dev.address, dev.iommu_group)
@@ -352,7 +353,7 @@ class Binder:
             out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
                            "not ours to clear (--force clears it)")
             return out
-        on_vfio = is_vfio_driver(dev, self.index.modules())
+        on_vfio = is_vfio_driver(dev, self.vfio_modules)
         if dry_run:
             out.result = "dry-run"
             out.message = ("would clear driver_override" if dev.driver_override else

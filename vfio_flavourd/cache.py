@@ -25,8 +25,9 @@ from .root import POLICY_LAYERS, RUN_DIR
 CACHE_NAME = "callout-cache.marshal"
 # Bumped when the cached classes change shape (2: named tuples, not
 # dataclasses; 3: aliases matched as glibc fnmatch, malformed ones left
-# out; 4: marshal of plain values, not pickle).
-FORMAT = 4
+# out; 4: marshal of plain values, not pickle; 5: the index's and the
+# policy's keys apart, and the variant modules as plain names).
+FORMAT = 5
 
 # marshal, not pickle: marshal is built in, while even the C unpickler
 # imports copyreg and _compat_pickle, which under QEMU/TCG cost `apply` a
@@ -87,22 +88,26 @@ def _stat_key(path) -> tuple:
     return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def input_key(root, policy_paths=()) -> tuple:
-    """Everything the cached objects were built from."""
-    parts = [__version__, FORMAT, sys.version_info[:2], root.kernel_release]
-    if policy_paths:
-        parts += [_stat_key(p) for p in policy_paths]
-    else:
-        for d in (root.fspath(p) for p in POLICY_LAYERS):
-            parts.append(_stat_key(d))
-            try:
-                names = sorted(os.listdir(d))
-            except OSError:
-                continue
-            parts += [_stat_key(os.path.join(d, n)) for n in names if n.endswith(".yaml")]
+def index_key(root) -> tuple:
+    """Everything the variant index was built from."""
     mdir = root.modules_fspath()
-    parts.append(_stat_key(mdir + "/modules.alias"))
-    parts.append(_stat_key(mdir + "/modules.builtin.modinfo"))
+    return (__version__, FORMAT, sys.version_info[:2], root.kernel_release,
+            _stat_key(mdir + "/modules.alias"), _stat_key(mdir + "/modules.builtin.modinfo"))
+
+
+def policy_key(root, policy_paths=()) -> tuple:
+    """Everything the policy was built from: each layer's directory and
+    files, or the files named on the command line."""
+    if policy_paths:
+        return tuple(_stat_key(p) for p in policy_paths)
+    parts = []
+    for d in (root.fspath(p) for p in POLICY_LAYERS):
+        parts.append(_stat_key(d))
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        parts += [_stat_key(os.path.join(d, n)) for n in names if n.endswith(".yaml")]
     return tuple(parts)
 
 
@@ -122,25 +127,54 @@ def file_for(root, name: str) -> str:
     return os.path.join(base, "vfio-flavourd", f"root_{escaped}.{name}")
 
 
+# Any unreadable, stale or odd cache is a miss.
+_MISS = (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, RecursionError,
+         MemoryError)
+
+
+def _read(root, path: str | None, policy_paths, policy_too: bool):
+    """The cache file's (modules, warnings, policy, index) when what they
+    were built from is unchanged (the policy's inputs only if policy_too),
+    else None."""
+    # Only ever load a file that we own and nobody else can write.
+    data = safeio.read_private(path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}"))
+    if data is None:
+        return None
+    ikey, pkey, *rest = marshal.loads(data)
+    if ikey != index_key(root) or (policy_too and pkey != policy_key(root, policy_paths)):
+        return None
+    return rest
+
+
 def load_cached(root, policy_paths=(), path: str | None = None, policy_too: bool = True):
     """(policy, index) from the cache when it is current, else None.
     `path`: the cache file (default: the root's run/vfio-flavourd/).
-    policy_too=False: (None, index), for a command that decides nothing
-    (`release`), without the policy's classes or their restoring."""
-    path = path or root.fspath(f"{RUN_DIR}/{CACHE_NAME}")
+    policy_too=False: (None, index), for a command that decides nothing,
+    whatever the policy files' state, without the policy's classes."""
     try:
-        # Only ever load a file that we own and nobody else can write.
-        data = safeio.read_private(path)
-        if data is None:
+        got = _read(root, path, policy_paths, policy_too)
+        if got is None:
             return None
-        key, policy, index = marshal.loads(data)
-        if key != _plain(input_key(root, policy_paths), {}):
-            return None
+        _modules, _warnings, policy, index = got
         classes = _classes(policy_too)
         return (_restore(policy, classes) if policy_too else None), _restore(index, classes)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            RecursionError, MemoryError):
-        return None     # any unreadable, stale or odd cache is a miss
+    except _MISS:
+        return None
+
+
+def load_modules(root, path: str | None = None):
+    """(modules, warnings) of the cached variant index when it is current,
+    else None: the names of the modules with vfio_pci aliases (frozenset)
+    and the index's warnings, without restoring the index, whose classes
+    bring the alias matcher's modules: all that `release` needs of it."""
+    try:
+        got = _read(root, path, (), False)
+        if got is None:
+            return None
+        modules, warnings, _policy, _index = got
+        return frozenset(modules), list(warnings)
+    except _MISS:
+        return None
 
 
 def _without_pathlib(policy, index) -> tuple:
@@ -161,7 +195,8 @@ def store(root, policy, index, policy_paths=(), path: str | None = None) -> None
     policy, index = _without_pathlib(policy, index)
     classes = _classes()
     try:
-        data = marshal.dumps((_plain(input_key(root, policy_paths), {}),
+        data = marshal.dumps((index_key(root), policy_key(root, policy_paths),
+                              tuple(sorted(index.modules())), tuple(index.warnings),
                               _plain(policy, classes), _plain(index, classes)))
     except (TypeError, ValueError, RecursionError):
         return

@@ -46,6 +46,23 @@ class Context:
         return self._index
 
     @property
+    def vfio_modules(self) -> frozenset:
+        """The modules with vfio_pci aliases, all the binder needs of the
+        index: from the cache's plain names when the index is not loaded
+        (`release`), which spares restoring the index and importing the
+        alias matcher behind its classes."""
+        if self._index is None:
+            from . import cache
+            where = cache.location(self.root, self.policy_paths)
+            got = where and cache.load_modules(self.root, where)
+            if got:
+                modules, warnings = got
+                for w in warnings:
+                    self.warn(w)
+                return modules
+        return self.index.modules()
+
+    @property
     def policy(self):
         if self._policy is None:
             self._load(need_policy=True)
@@ -105,7 +122,7 @@ class Context:
     def binder(self, settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
         from .binder import Binder
         self.state.check_layout()   # a clear error before any device is touched
-        return Binder(self.sysfs, self.loader, self.index, self.state,
+        return Binder(self.sysfs, self.loader, self.vfio_modules, self.state,
                       settle_timeout=settle_timeout, unbind_timeout=unbind_timeout,
                       on_slow=on_slow)
 

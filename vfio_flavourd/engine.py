@@ -7,8 +7,8 @@ Decision that carries its own reasoning.  Nothing here reads or writes files.
 from __future__ import annotations
 
 from ._record import REQUIRED, record
-from .aliases import CATCH_ALL
-from .modprobe import normalise_module
+from .modprobe import CATCH_ALL
+from .pci import current_module, is_vfio_driver
 from .owners import OURS
 
 # Annotations only (never evaluated): `release` decides nothing and needs
@@ -76,24 +76,6 @@ class Decision:
     @property
     def flavour(self) -> str | None:
         return self.rule.flavour if self.rule else None
-
-
-def current_module(dev: PciDevice) -> str | None:
-    """The module behind the device's bound driver: its `module` link when
-    sysfs has one, else the driver name with '-' read as '_'."""
-    if dev.driver is None:
-        return None
-    return normalise_module(dev.driver_module or dev.driver)
-
-
-def is_vfio_driver(dev: PciDevice, vfio_modules) -> bool:
-    """Is the device on vfio-pci or a variant?  `vfio_modules`: the modules
-    with vfio_pci aliases (a variant with no alias still has "vfio" in its
-    driver name by convention)."""
-    mod = current_module(dev)
-    if mod is None:
-        return False
-    return mod == CATCH_ALL or mod in vfio_modules or "vfio" in (dev.driver or "")
 
 
 def choose_module(rule: Rule, dev: PciDevice, index: VariantIndex, decision: Decision) -> str | None:

@@ -11,7 +11,7 @@ import os
 
 from . import pci
 from ._record import REQUIRED, record
-from .engine import is_vfio_driver
+from .pci import is_vfio_driver
 from .errors import DeviceGone, UnknownDevice
 from .sysfs import Sysfs
 

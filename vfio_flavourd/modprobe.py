@@ -12,6 +12,8 @@ from .sysfs import Sysfs
 # command half a millisecond and more of imports).
 _MODULE_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 ENV_MODPROBE = "VFIO_FLAVOURD_MODPROBE"
+# vfio-pci's module: the catch-all every variant is preferred over.
+CATCH_ALL = "vfio_pci"
 
 
 def normalise_module(name: str) -> str:

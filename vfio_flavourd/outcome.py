@@ -7,6 +7,8 @@ time than everything else it loads (see _record).
 
 from __future__ import annotations
 
+import sys
+
 OK_RESULTS = ("bound", "kept", "released", "dry-run", "skipped")
 
 _FIELDS = ("address", "action", "result", "module", "driver", "previous_driver", "rule",
@@ -57,3 +59,20 @@ class Outcome:
                 "ok": self.ok, "module": self.module, "driver": self.driver,
                 "previous_driver": self.previous_driver, "rule": self.rule,
                 "message": self.message, "steps": list(self.steps)}
+
+
+def summarise(outcomes) -> str:
+    counts = {}
+    for o in outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    order = ("bound", "released", "kept", "skipped", "dry-run", "refused", "failed", "gone",
+             "stuck")
+    return ", ".join(f"{counts[r]} {r}" for r in order if r in counts) or "nothing to do"
+
+
+def report_stuck(outcomes) -> None:
+    """A stuck write keeps running in the kernel after this command ends."""
+    for o in outcomes:
+        if o.result == "stuck":
+            print(f"vfio-flavourd: error: {o.address} is stuck: {o.message}; "
+                  "see `vfio-flavourd status`", file=sys.stderr)

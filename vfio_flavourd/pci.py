@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._record import REQUIRED, record
 from .errors import DeviceGone, SysfsError, UnknownDevice, UsageError
-from .modprobe import module_of_driver
+from .modprobe import CATCH_ALL, module_of_driver, normalise_module
 from .root import PCI_DEVICES
 from .sysfs import Sysfs
 
@@ -204,6 +204,24 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
         None if autoprobe is None else bool(autoprobe),     # sriov_drivers_autoprobe
         None if boot_vga is None else bool(boot_vga),
     )
+
+
+def current_module(dev: PciDevice) -> str | None:
+    """The module behind the device's bound driver: its `module` link when
+    sysfs has one, else the driver name with '-' read as '_'."""
+    if dev.driver is None:
+        return None
+    return normalise_module(dev.driver_module or dev.driver)
+
+
+def is_vfio_driver(dev: PciDevice, vfio_modules) -> bool:
+    """Is the device on vfio-pci or a variant?  `vfio_modules`: the modules
+    with vfio_pci aliases (a variant with no alias still has "vfio" in its
+    driver name by convention)."""
+    mod = current_module(dev)
+    if mod is None:
+        return False
+    return mod == CATCH_ALL or mod in vfio_modules or "vfio" in (dev.driver or "")
 
 
 def numa_node(sysfs: Sysfs, address: str) -> int | None:

@@ -13,13 +13,10 @@ import os
 from typing import NamedTuple, Optional
 
 from . import __version__
-from .engine import is_vfio_driver
 from .iommu import NEUTRAL_DRIVERS, group_status
-from .modprobe import module_of_driver, normalise_module
-from .pci import PciDevice
+from .modprobe import CATCH_ALL, module_of_driver, normalise_module
+from .pci import PciDevice, is_vfio_driver
 from .root import PCI_DEVICES
-
-CATCH_ALL = "vfio_pci"
 
 
 class HeldDevice(NamedTuple):

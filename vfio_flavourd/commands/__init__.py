@@ -34,3 +34,22 @@ def load(name: str):
     full = f"{__name__}.{name.replace('-', '_')}"
     __import__(full)
     return sys.modules[full]
+
+
+def add_timeout_argument(p) -> None:
+    p.add_argument("--unbind-timeout", metavar="SECONDS", type=_seconds, default=None,
+                   help="how long an unbind or probe may take before the device is "
+                        "reported stuck; overrides the rules' unbind_timeout (default: "
+                        "the rule's, else 60)")
+
+
+def _seconds(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds (more than 0, at most 86400), "
+                                         f"found {text!r}")
+    return value

@@ -5,29 +5,12 @@ from __future__ import annotations
 import sys
 
 from .. import actions, pci
+from ..outcome import report_stuck, summarise
 from ..output import dump_json
+from . import add_timeout_argument
 
 
 ACTED = ("bound", "released", "refused", "failed", "gone", "dry-run", "stuck")
-
-
-def add_timeout_argument(p) -> None:
-    p.add_argument("--unbind-timeout", metavar="SECONDS", type=_seconds, default=None,
-                   help="how long an unbind or probe may take before the device is "
-                        "reported stuck; overrides the rules' unbind_timeout (default: "
-                        "the rule's, else 60)")
-
-
-def _seconds(text: str) -> float:
-    import argparse
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"expected seconds (more than 0, at most 86400), "
-                                         f"found {text!r}")
-    return value
 
 
 def add_arguments(p) -> None:
@@ -39,15 +22,6 @@ def add_arguments(p) -> None:
                    help="bind even where a safety guard refuses (bridges are never bound)")
     p.add_argument("--json", action="store_true", help="print a JSON array of outcomes")
     add_timeout_argument(p)
-
-
-def summarise(outcomes) -> str:
-    counts = {}
-    for o in outcomes:
-        counts[o.result] = counts.get(o.result, 0) + 1
-    order = ("bound", "released", "kept", "skipped", "dry-run", "refused", "failed", "gone",
-             "stuck")
-    return ", ".join(f"{counts[r]} {r}" for r in order if r in counts) or "nothing to do"
 
 
 def run(ctx, args) -> int:
@@ -73,11 +47,3 @@ def run(ctx, args) -> int:
         print(f"{len(outcomes)} devices: {summarise(outcomes)}")
     report_stuck(outcomes)
     return 0 if ok else 1
-
-
-def report_stuck(outcomes) -> None:
-    """A stuck write keeps running in the kernel after this command ends."""
-    for o in outcomes:
-        if o.result == "stuck":
-            print(f"vfio-flavourd: error: {o.address} is stuck: {o.message}; "
-                  "see `vfio-flavourd status`", file=sys.stderr)

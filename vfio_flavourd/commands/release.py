@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from .. import pci
-from ..output import dump_json
-from ..actions import device_locked
-from ..outcome import Outcome
+from ..outcome import Outcome, report_stuck, summarise
 from ..pci import fresh
-from .apply import add_timeout_argument, report_stuck, summarise
+from ..state import device_locked
+from . import add_timeout_argument
 
 
 def add_arguments(p) -> None:
@@ -35,6 +34,7 @@ def run(ctx, args) -> int:
                 lock.hand_over(o.stuck)
             outcomes.append(o)
     if args.json:
+        from ..output import dump_json
         dump_json([o.as_dict() for o in outcomes])
     else:
         for o in outcomes:
