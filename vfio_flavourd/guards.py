@@ -23,7 +23,7 @@ class Node(tuple):
 
 def _top(sysfs: Sysfs, address: str) -> str:
     """The device's own sysfs directory, links resolved."""
-    return os.path.realpath(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
+    return safeio.resolved(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
 
 
 def _descendants(sysfs: Sysfs, address: str, top: str | None = None) -> list:
@@ -154,11 +154,11 @@ def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
 def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
     if not dev.boot_vga:
         return []
-    top = os.path.realpath(sysfs.root.path(f"{PCI_DEVICES}/{dev.address}"))
+    top = _top(sysfs, dev.address)
     for fb in sysfs.entries("sys/class/graphics"):
         # The class link leads into the device's own directory
         # (.../0000:06:00.0/graphics/fb0), whose `device` link leads back.
-        where = os.path.realpath(sysfs.root.path(f"sys/class/graphics/{fb}"))
+        where = safeio.resolved(sysfs.root.path(f"sys/class/graphics/{fb}"))
         if where.startswith(top + "/"):
             return [f"it is the boot VGA device and framebuffer {fb} is on it"]
     for vt in sysfs.entries("sys/class/vtconsole"):

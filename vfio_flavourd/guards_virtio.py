@@ -20,8 +20,12 @@ def _is_virtio(name: str) -> bool:
 
 
 def transports(below) -> list:
-    """(name, path) of the virtioN devices among a PCI device's descendants."""
-    return sorted((name, path) for name, path, *_ in below if _is_virtio(name))
+    """(name, path, tagged) of the virtioN devices among a PCI device's
+    descendants (guards.Node); tagged: it has a mount_tag, of whatever kind
+    (a directory there is read, and refused, as unreadable)."""
+    dirs = {node[1] for node in below}
+    return sorted((name, path, "mount_tag" in entries or f"{path}/mount_tag" in dirs)
+                  for name, path, entries in below if _is_virtio(name))
 
 
 def _read(path: str):
@@ -75,7 +79,9 @@ def check_9p(address: str, virtio: list, tables, probe=None) -> list:
     """`probe`: test_mount_9p on the real root, None on a copied one."""
     from .guards_storage import Undecided
     reasons = []
-    for name, path in virtio:
+    for name, path, tagged in virtio:
+        if not tagged:
+            continue        # 9pnet_virtio makes it: a transport it does not drive
         try:
             tag = _read(os.path.join(path, "mount_tag"))
         except OSError as e:
@@ -106,7 +112,7 @@ def check_virtiofs(sysfs, address: str, top: str, tables) -> list:
     reasons = []
     for n in sysfs.entries("sys/fs/virtiofs"):
         base = f"sys/fs/virtiofs/{n}"
-        where = os.path.realpath(sysfs.root.fspath(f"{base}/device"))
+        where = safeio.resolved(sysfs.root.fspath(f"{base}/device"))
         if not where.startswith(top + "/"):
             continue
         tag = sysfs.read(f"{base}/tag")
@@ -132,7 +138,7 @@ def check_console(sysfs, address: str, below, virtio: list) -> list:
     hvc = [t for t in active if t.startswith("hvc")]
     if not hvc:
         return []
-    for name, path in virtio:
+    for name, path, _tagged in virtio:
         driver = os.path.basename(os.readlink(os.path.join(path, "driver"))) \
             if os.path.islink(os.path.join(path, "driver")) else None
         if driver == "virtio_console":
