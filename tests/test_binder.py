@@ -439,3 +439,34 @@ def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch)
     assert "refusing to unbind: network interface eth1 is up and has routes" in o.message
     assert driver_of(kernel, VIRTIO) == "virtio-pci"
     assert override_of(kernel, VIRTIO) == "(null)"
+
+
+def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
+        tmp_path, monkeypatch):
+    """The kernel's own probe binds the new device after the binder's read
+    (the guards saw it unbound) and before its override: the guards are
+    asked again about the bound device before any unbind."""
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
+                                                           "fallback: none"))
+    kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+    write = kernel.sysfs.write
+
+    def racing(rel, value):
+        if rel == f"sys/bus/pci/devices/{VIRTIO}/driver_override" and value != "\n" \
+                and driver_of(kernel, VIRTIO) is None:
+            write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
+        write(rel, value)
+    monkeypatch.setattr(kernel.sysfs, "write", racing)
+    from vfio_flavourd import guards
+    asked = []
+
+    def refusals(sysfs, dev):
+        asked.append(dev.driver)
+        return ["network interface eth1 is up and has routes"] if dev.driver else []
+    monkeypatch.setattr(guards, "refusals", refusals)
+    o = apply(ctx, [VIRTIO])[VIRTIO]
+    assert asked == [None, "virtio-pci"]
+    assert o.result == "failed" and "refusing to unbind: network interface eth1" in o.message
+    assert driver_of(kernel, VIRTIO) == "virtio-pci"
+    assert override_of(kernel, VIRTIO) == "(null)"
+    assert "the kernel's own probe bound virtio-pci meanwhile" in o.steps

@@ -253,6 +253,13 @@ class Binder:
         current = self.current_driver(a)
         if current == driver:
             return
+        if current is not None and current != dev.driver:
+            # Bound since the read the guards were asked on: a device just
+            # hot-added, which the kernel's own probe took after device_add.
+            # Ask them again about what is there now, or the unbind below
+            # would go unguarded.
+            out.steps.append(f"the kernel's own probe bound {current} meanwhile")
+            self._ask_guards(check, a)
         if current is not None:
             self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
                         timed=True)
@@ -265,11 +272,7 @@ class Binder:
             # host driver binds first; seen on the real-kernel tier).  The
             # override is in place now: take it back once, guards first.
             out.steps.append(f"the kernel's own probe bound {got} meanwhile; taking it back")
-            if check is not None:
-                now = pci.fresh(self.sysfs, a)
-                reasons = check(now) if now is not None else []
-                if reasons:
-                    raise _StepFailed("refusing to unbind: " + "; ".join(reasons))
+            self._ask_guards(check, a)
             self._write(out, f"{PCI_DRIVERS}/{got}/unbind", a, f"unbind from {got}", timed=True)
             self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe", timed=True)
             got = self.settle(a, driver)
@@ -279,6 +282,15 @@ class Binder:
             raise _StepFailed(f"probe by {driver} failed: the device is "
                               f"{'on ' + got if got else 'unbound'} afterwards "
                               "(drivers_probe reports success regardless; see dmesg)")
+
+    def _ask_guards(self, check, address: str) -> None:
+        """`check` (None when forced) on a fresh read of the device."""
+        if check is None:
+            return
+        now = pci.fresh(self.sysfs, address)
+        reasons = check(now) if now is not None else []
+        if reasons:
+            raise _StepFailed("refusing to unbind: " + "; ".join(reasons))
 
     def _new_id_sequence(self, out: Outcome, dev: pci.PciDevice, driver: str) -> None:
         """For kernels without driver_override: a dynamic id on the driver,
