@@ -470,3 +470,41 @@ def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
     assert driver_of(kernel, VIRTIO) == "virtio-pci"
     assert override_of(kernel, VIRTIO) == "(null)"
     assert "the kernel's own probe bound virtio-pci meanwhile" in o.steps
+
+
+def test_an_events_device_is_decided_once_when_the_completed_read_agrees(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    from vfio_flavourd import engine
+    seen = []
+    real = engine.decide
+    monkeypatch.setattr(engine, "decide", lambda dev, *a, **k: seen.append(
+        (dev.driver, dev.driver_override, k.get("owner"))) or real(dev, *a, **k))
+    d, o = actions.decide_and_carry_out(ctx, ctx.binder(0), VIRTIO)
+    assert seen == [("virtio-pci", None, None)]
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
+
+
+def test_an_events_device_is_decided_again_on_what_the_probe_left(tmp_path, monkeypatch):
+    """The early read (no driver_override: it would wait for the kernel's
+    probe) saw the device unbound; the completed read finds the probe's
+    driver and another tool's override: the decision is made again, with
+    the override's owner, and that tool's override is left alone."""
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+    from vfio_flavourd import engine, pci as pci_mod
+    seen = []
+    real_decide, real_settled = engine.decide, pci_mod.settled
+    monkeypatch.setattr(engine, "decide", lambda dev, *a, **k: seen.append(
+        (dev.driver, dev.driver_override, k.get("owner"))) or real_decide(dev, *a, **k))
+
+    def probe_meanwhile(sysfs, early):
+        kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
+        kernel.sysfs.write(f"sys/bus/pci/devices/{VIRTIO}/driver_override", "pci-stub")
+        return real_settled(sysfs, early)
+    monkeypatch.setattr(pci_mod, "settled", probe_meanwhile)
+    d, o = actions.decide_and_carry_out(ctx, ctx.binder(0), VIRTIO)
+    assert seen[0] == (None, None, None)
+    assert seen[1][:2] == ("virtio-pci", "pci-stub") and seen[1][2] not in (None, "vfio-flavourd")
+    assert o.result == "skipped" and "leaving it alone" in o.message, o.message
+    assert driver_of(kernel, VIRTIO) == "virtio-pci"
+    assert override_of(kernel, VIRTIO) == "pci-stub"

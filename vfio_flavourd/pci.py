@@ -124,7 +124,7 @@ def ids_from_modalias(modalias: str | None):
 
 
 def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
-                full: bool = True) -> PciDevice:
+                full: bool = True, override: bool = True) -> PciDevice:
     """One device's snapshot.  Raises UnknownDevice when there is no such
     device (or one gone before its ids could be read).
 
@@ -138,7 +138,10 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
 
     full=False reads only what the engine decides on: iommu_group,
     virtfns, sriov_drivers_autoprobe and boot_vga stay None (empty), for
-    `plan`'s table, which shows none of them (a twentieth of its time)."""
+    `plan`'s table, which shows none of them (a twentieth of its time).
+
+    override=False leaves driver_override unread (None), for a read that
+    must not wait while the kernel probes the device: see settled()."""
     base = f"{PCI_DEVICES}/{address}"
 
     def attr(name):
@@ -161,7 +164,7 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
         # No such device, or one gone before its ids could be read.
         raise UnknownDevice(address)
     modalias = modalias or make_modalias(vendor, device, sv or 0, sd or 0, class_code)
-    override = attr("driver_override")
+    override = attr("driver_override") if override else None
     if override in ("(null)", ""):
         override = None
     driver = link("driver")
@@ -231,12 +234,31 @@ def numa_node(sysfs: Sysfs, address: str) -> int | None:
     return _int(sysfs.read(f"{PCI_DEVICES}/{address}/numa_node"))
 
 
-def fresh(sysfs: Sysfs, address: str) -> PciDevice | None:
+def fresh(sysfs: Sysfs, address: str, override: bool = True) -> PciDevice | None:
     """read_device, or None when there is no such device (any more)."""
     try:
-        return read_device(sysfs, address)
+        return read_device(sysfs, address, override=override)
     except (UnknownDevice, DeviceGone):
         return None
+
+
+def settled(sysfs: Sysfs, early: PciDevice) -> PciDevice:
+    """`early` (read with override=False) completed: its driver_override,
+    then its driver read again.  Reading driver_override takes the device
+    lock, which the kernel holds while it probes the device (a hot-added
+    device is probed right after device_add), so this returns once any
+    probe in progress is over, and the driver it reads is the probe's
+    result."""
+    base = f"{PCI_DEVICES}/{early.address}"
+    override = sysfs.read(f"{base}/driver_override")
+    if override in ("(null)", ""):
+        override = None
+    driver = sysfs.link(f"{base}/driver")
+    if driver == early.driver:
+        module = early.driver_module
+    else:
+        module = module_of_driver(sysfs, driver) if driver else None
+    return early._replace(driver=driver, driver_module=module, driver_override=override)
 
 
 def addresses(sysfs: Sysfs) -> list:
