@@ -422,10 +422,9 @@ def test_the_kernels_own_probe_of_a_new_device_is_taken_back(tmp_path, monkeypat
         in o.steps
 
 
-def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch):
-    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
-                                                           "fallback: none"))
-    hot_added_and_raced(kernel, monkeypatch)
+def guards_refusing_a_bound_device(monkeypatch) -> list:
+    """Guards that refuse once the device has a driver (its NIC is up);
+    returns the drivers they were asked about, in order."""
     from vfio_flavourd import guards
     asked = []
 
@@ -433,6 +432,14 @@ def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch)
         asked.append(dev.driver)
         return ["network interface eth1 is up and has routes"] if dev.driver else []
     monkeypatch.setattr(guards, "refusals", refusals)
+    return asked
+
+
+def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
+                                                           "fallback: none"))
+    hot_added_and_raced(kernel, monkeypatch)
+    asked = guards_refusing_a_bound_device(monkeypatch)
     o = apply(ctx, [VIRTIO])[VIRTIO]
     assert asked == [None, "virtio-pci"]      # before the move, and before taking it back
     assert o.result == "failed"
@@ -457,13 +464,7 @@ def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
             write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
         write(rel, value)
     monkeypatch.setattr(kernel.sysfs, "write", racing)
-    from vfio_flavourd import guards
-    asked = []
-
-    def refusals(sysfs, dev):
-        asked.append(dev.driver)
-        return ["network interface eth1 is up and has routes"] if dev.driver else []
-    monkeypatch.setattr(guards, "refusals", refusals)
+    asked = guards_refusing_a_bound_device(monkeypatch)
     o = apply(ctx, [VIRTIO])[VIRTIO]
     assert asked == [None, "virtio-pci"]
     assert o.result == "failed" and "refusing to unbind: network interface eth1" in o.message

@@ -8,21 +8,26 @@ from hypothesis import given, settings, strategies as st
 from vfio_flavourd import safeio
 
 
-@pytest.fixture
-def tree(tmp_path):
+def build(root):
     """A sysfs-like tree: a bus directory of relative links into devices/,
-    a link to a link, a dangling link, a FIFO and a link loop."""
-    dev = tmp_path / "sys/devices/pci0000:00/0000:00:1c.3/0000:04:00.0"
+    a link to a link, a dangling link, a FIFO, a link loop and an absolute
+    link."""
+    dev = root / "sys/devices/pci0000:00/0000:00:1c.3/0000:04:00.0"
     (dev / "virtio8").mkdir(parents=True)
-    bus = tmp_path / "sys/bus/pci/devices"
+    bus = root / "sys/bus/pci/devices"
     bus.mkdir(parents=True)
     os.symlink("../../../devices/pci0000:00/0000:00:1c.3/0000:04:00.0", bus / "0000:04:00.0")
     os.symlink("0000:04:00.0", bus / "alias")
     os.symlink("../nowhere", bus / "dangling")
     os.symlink("loop", bus / "loop")
     os.mkfifo(dev / "fifo")
-    os.symlink(str(dev), tmp_path / "abs")
-    return tmp_path
+    os.symlink(str(dev), root / "abs")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return build(tmp_path)
 
 
 NAMES = ["sys/bus/pci/devices/0000:04:00.0", "sys/bus/pci/devices/alias",
@@ -44,18 +49,9 @@ def test_a_device_link_resolves_to_its_directory(tree):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.sampled_from(["sys", "bus", "pci", "devices", "alias", "0000:04:00.0", "..",
-                                 ".", "virtio8", "abs", "loop", "fifo", "x"]),
+                                 ".", "virtio8", "abs", "loop", "fifo", "dangling", "x"]),
                 min_size=1, max_size=7))
 def test_any_walk_through_the_tree_agrees_with_realpath(tmp_path_factory, parts):
-    root = tmp_path_factory.mktemp("r")
-    dev = root / "sys/devices/pci0000:00/0000:00:1c.3/0000:04:00.0"
-    (dev / "virtio8").mkdir(parents=True)
-    bus = root / "sys/bus/pci/devices"
-    bus.mkdir(parents=True)
-    os.symlink("../../../devices/pci0000:00/0000:00:1c.3/0000:04:00.0", bus / "0000:04:00.0")
-    os.symlink("0000:04:00.0", bus / "alias")
-    os.symlink("loop", bus / "loop")
-    os.mkfifo(dev / "fifo")
-    os.symlink(str(dev), root / "abs")
+    root = build(tmp_path_factory.mktemp("r"))
     path = os.path.join(root, *parts)
     assert safeio.resolved(path) == os.path.realpath(path)
