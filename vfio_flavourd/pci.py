@@ -164,9 +164,7 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
         # No such device, or one gone before its ids could be read.
         raise UnknownDevice(address)
     modalias = modalias or make_modalias(vendor, device, sv or 0, sd or 0, class_code)
-    override = attr("driver_override") if override else None
-    if override in ("(null)", ""):
-        override = None
+    override = _override(sysfs, base) if override else None
     driver = link("driver")
     if not driver:
         driver_module = None
@@ -207,6 +205,12 @@ def read_device(sysfs: Sysfs, address: str, modules: dict | None = None,
         None if autoprobe is None else bool(autoprobe),     # sriov_drivers_autoprobe
         None if boot_vga is None else bool(boot_vga),
     )
+
+
+def _override(sysfs: Sysfs, base: str) -> str | None:
+    """The device's driver_override; None when unset ("(null)") or absent."""
+    value = sysfs.read(f"{base}/driver_override")
+    return None if value in ("(null)", "") else value
 
 
 def current_module(dev: PciDevice) -> str | None:
@@ -250,9 +254,7 @@ def settled(sysfs: Sysfs, early: PciDevice) -> PciDevice:
     probe in progress is over, and the driver it reads is the probe's
     result."""
     base = f"{PCI_DEVICES}/{early.address}"
-    override = sysfs.read(f"{base}/driver_override")
-    if override in ("(null)", ""):
-        override = None
+    override = _override(sysfs, base)
     driver = sysfs.link(f"{base}/driver")
     if driver == early.driver:
         module = early.driver_module
