@@ -149,9 +149,11 @@ class Binder:
             out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
                            "leaving it alone (a rule with 'takeover: true' may take it)")
             return out
-        if not (force or (rule and rule.force)):
-            from . import guards        # bind only: release needs none
-            reasons = guards.refusals(self.sysfs, dev)
+        # The guards, asked now and again should the kernel bind a driver
+        # behind our back (_override_sequence); None when forced.
+        check = None if force or (rule and rule.force) else self._refusals
+        if check is not None:
+            reasons = check(dev)
             if reasons:
                 out.result = "refused"
                 out.message = ("refusing to unbind: " + "; ".join(reasons)
@@ -194,10 +196,7 @@ class Binder:
                     driver = self.load(out, m)
                     target = (m, driver)
                     if has_override:
-                        from . import guards
-                        forced = force or (rule and rule.force)
-                        self._override_sequence(out, dev, driver, check=None if forced else (
-                            lambda now: guards.refusals(self.sysfs, now)))
+                        self._override_sequence(out, dev, driver, check=check)
                     else:
                         self._new_id_sequence(out, dev, driver)
                     out.result, out.module, out.driver = "bound", m, driver
@@ -282,6 +281,10 @@ class Binder:
             raise _StepFailed(f"probe by {driver} failed: the device is "
                               f"{'on ' + got if got else 'unbound'} afterwards "
                               "(drivers_probe reports success regardless; see dmesg)")
+
+    def _refusals(self, dev: pci.PciDevice) -> list:
+        from . import guards        # bind only: release needs none
+        return guards.refusals(self.sysfs, dev)
 
     def _ask_guards(self, check, address: str) -> None:
         """`check` (None when forced) on a fresh read of the device."""
