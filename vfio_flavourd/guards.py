@@ -158,7 +158,7 @@ def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
     for fb in sysfs.entries("sys/class/graphics"):
         # The class link leads into the device's own directory
         # (.../0000:06:00.0/graphics/fb0), whose `device` link leads back.
-        where = safeio.resolved(sysfs.root.path(f"sys/class/graphics/{fb}"))
+        where = safeio.resolved(sysfs.root.fspath(f"sys/class/graphics/{fb}"))
         if where.startswith(top + "/"):
             return [f"it is the boot VGA device and framebuffer {fb} is on it"]
     for vt in sysfs.entries("sys/class/vtconsole"):
