@@ -203,6 +203,56 @@ def vfio_group_status(group):
 
 # --- waiting and timing --------------------------------------------------------
 
+class PciUevents:
+    """The kernel's PCI uevents below one sysfs path, as they arrive: a
+    netlink socket on the kernel's group, opened before whatever makes
+    them.  The test sleeps in recv(2) until the kernel sends, so a
+    measurement neither polls sysfs nor competes for the CPU meanwhile,
+    and each event is timed when it reaches this process."""
+
+    NETLINK_KOBJECT_UEVENT = 15
+
+    def __init__(self, below):
+        import socket
+        self.below = below.rstrip("/") + "/"
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  self.NETLINK_KOBJECT_UEVENT)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, 1))
+        self.seen = []      # (monotonic time, action, name, driver)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        return False
+
+    def wait(self, predicate, timeout, what):
+        """The first event, from now on, for which predicate(action, name,
+        driver) holds: (time, action, name, driver)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{what} not seen within {timeout}s (seen: {self.seen})")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:    # the deadline: the loop says so
+                continue
+            t = time.monotonic()
+            fields = dict(f.split(b"=", 1) for f in data.split(b"\0")[1:] if b"=" in f)
+            path = "/sys" + fields.get(b"DEVPATH", b"").decode()
+            if fields.get(b"SUBSYSTEM") != b"pci" or not path.startswith(self.below):
+                continue
+            ev = (t, fields[b"ACTION"].decode(), os.path.basename(path),
+                  fields[b"DRIVER"].decode() if b"DRIVER" in fields else None)
+            self.seen.append(ev)
+            if predicate(*ev[1:]):
+                return ev
+
+
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
     """Poll predicate until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
@@ -238,6 +288,12 @@ def qmp(execute, arguments=None, wait_event=None, timeout=30.0):
     makes the host answer only once that event followed the command. Returns
     the answer ({"return": ..., "event": ..., "host_seconds": ...}); raises
     QMPError when it holds an "error"."""
+    return qmp_answer(qmp_send(execute, arguments, wait_event, timeout))
+
+
+def qmp_send(execute, arguments=None, wait_event=None, timeout=30.0):
+    """The request alone (see qmp): a handle for qmp_answer, so that a
+    caller can wait for the guest's side of the command in between."""
     name = f"{time.monotonic_ns():020d}-{uuid.uuid4().hex[:8]}.json"
     req = {"execute": execute, "timeout": timeout}
     if arguments is not None:
@@ -249,6 +305,11 @@ def qmp(execute, arguments=None, wait_event=None, timeout=30.0):
     with open(tmp, "w") as f:
         json.dump(req, f)
     os.rename(tmp, os.path.join(reqdir, name))
+    return name, execute, timeout
+
+
+def qmp_answer(handle):
+    name, execute, timeout = handle
     answer_path = os.path.join(SHARE, "answers", name)
     wait_for(lambda: os.path.exists(answer_path), timeout + 10, what=f"host answer to {execute}")
     with open(answer_path) as f:
