@@ -191,3 +191,85 @@ def test_a_stuck_writer_holds_no_output_pipe_of_the_command(tmp_path):
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)      # let the writer go
     time.sleep(0.2)
     os.close(fd)
+
+
+def test_a_write_announced_with_then_is_made_by_the_same_request(tmp_path, monkeypatch):
+    """unbind then drivers_probe: one round trip to the writer, not two."""
+    first, second = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    second.write_text("")
+    sent = []
+    real_send = deadline._send_fds
+    monkeypatch.setattr(deadline, "_send_fds", lambda *a: (sent.append(a[1]), real_send(*a)))
+    deadline.in_child(str(first), "sys/unbind", "0000:01:00.0", 5,
+                      then=(str(second), "0000:01:00.0"))
+    deadline.in_child(str(second), "sys/drivers_probe", "0000:01:00.0", 5)
+    assert first.read_text() == second.read_text() == "0000:01:00.0"
+    assert len(sent) == 1 and sent[0].count(b"\0") == 4
+    # The writer is free again: the next write is a request of its own.
+    deadline.in_child(str(first), "sys/unbind", "0000:02:00.0", 5)
+    assert first.read_text() == "0000:02:00.0" and len(sent) == 2
+
+
+def test_the_announced_write_is_not_made_after_a_failed_one(tmp_path):
+    second = tmp_path / "drivers_probe"
+    second.write_text("")
+    with pytest.raises(SysfsError, match="cannot open for writing: No such file"):
+        deadline.in_child(str(tmp_path / "none"), "sys/none", "x", 5,
+                          then=(str(second), "0000:01:00.0"))
+    assert second.read_text() == ""
+    assert getattr(deadline._held, "then", None) is None
+    deadline.in_child(str(second), "sys/drivers_probe", "0000:03:00.0", 5)
+    assert second.read_text() == "0000:03:00.0"
+
+
+def test_the_announced_write_is_not_made_after_a_stuck_one(tmp_path):
+    fifo, second = tmp_path / "fifo", tmp_path / "drivers_probe"
+    os.mkfifo(fifo)
+    second.write_text("")
+    with pytest.raises(deadline.Stuck) as e:
+        deadline.in_child(str(fifo), "sys/fifo", "x", 0.3, then=(str(second), "0000:01:00.0"))
+    writer = e.value.helper
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # the kernel "returns" at last
+    try:
+        assert wait_for(lambda: (deadline._reap(), writer not in deadline._abandoned)[1], 10)
+    finally:
+        os.close(fd)
+    assert second.read_text() == ""
+    assert getattr(deadline._held, "then", None) is None
+
+
+def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path):
+    """The writer's own check, by the clock the caller's deadline is on: a
+    first write that ends past it (the caller gave up) is not followed."""
+    import socket
+    import threading
+    first, second = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    second.write_text("")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = threading.Thread(target=deadline._serve, args=(theirs,), daemon=True)
+    server.start()
+    try:
+        past = str(time.monotonic_ns() - 1).encode()
+        ours.send(b"\0".join([str(first).encode(), b"a", str(second).encode(), b"b", past]))
+        assert ours.recv(64) == b"w0" and ours.recv(64) == b"s"
+        assert first.read_text() == "a" and second.read_text() == ""
+        later = str(time.monotonic_ns() + 10**10).encode()
+        ours.send(b"\0".join([str(first).encode(), b"c", str(second).encode(), b"d", later]))
+        assert ours.recv(64) == b"w0" and ours.recv(64) == b"w0"
+        assert first.read_text() == "c" and second.read_text() == "d"
+    finally:
+        ours.close()
+        server.join(5)
+        theirs.close()
+
+
+def test_a_write_other_than_the_announced_one_waits_for_that_one(tmp_path):
+    first, second, other = tmp_path / "unbind", tmp_path / "drivers_probe", tmp_path / "bind"
+    for f in (first, second, other):
+        f.write_text("")
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(second), "b"))
+    deadline.in_child(str(other), "sys/bind", "c", 5)
+    assert (first.read_text(), second.read_text(), other.read_text()) == ("a", "b", "c")
+    assert getattr(deadline._held, "then", None) is None

@@ -58,16 +58,19 @@ class Binder:
         return not self.sysfs.exists(f"{PCI_DEVICES}/{address}")
 
     def _write(self, out: Outcome, rel: str, value: str, what: str, attempts: int = 1,
-               timed: bool = False) -> None:
+               timed: bool = False, then=None) -> None:
         """One write; `timed` for those that run a driver's remove() or
         probe() (unbind, drivers_probe, bind, new_id), which get the
-        deadline and raise deadline.Stuck past it."""
+        deadline and raise deadline.Stuck past it.  then=(rel, value): the
+        timed write that comes next if this one succeeds, without anything
+        between them (Sysfs.write_timed)."""
         out.steps.append(f"{what}: write {value.strip() or repr(value)} to {rel}")
         for attempt in range(attempts):
             try:
                 if timed:
                     slow = (lambda: self.on_slow(out.address)) if self.on_slow else None
-                    self.sysfs.write_timed(rel, value, out.deadline, slow)
+                    self.sysfs.write_timed(rel, value, out.deadline, slow,
+                                           then=then if attempt == 0 else None)
                 else:
                     self.sysfs.write(rel, value)
                 return
@@ -259,10 +262,11 @@ class Binder:
             # would go unguarded.
             out.steps.append(f"the kernel's own probe bound {current} meanwhile")
             self._ask_guards(check, a)
+        probe = (f"{PCI_BUS}/drivers_probe", a)
         if current is not None:
             self._write(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
-                        timed=True)
-        self._write(out, f"{PCI_BUS}/drivers_probe", a, "probe", timed=True)
+                        timed=True, then=probe)
+        self._write(out, *probe, "probe", timed=True)
         got = self.settle(a, driver)
         if got is not None and got != driver and current is None:
             # A device just hot-added: the kernel's own probe after

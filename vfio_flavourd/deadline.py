@@ -23,6 +23,7 @@ import errno as _errno
 import os
 import select
 import sys
+import time
 # Annotations only (never evaluated: `from __future__ import annotations`);
 # a real import of collections.abc or typing would cost every `apply`.
 TYPE_CHECKING = False
@@ -182,29 +183,51 @@ def _recv_fds(sock, size: int, maxfds: int):
     return data, fds
 
 
+def _write_one(path: bytes, value: bytes) -> bytes:
+    """open(2) and write(2): the report, the step that failed and its
+    errno (errno 0: done)."""
+    step, err = b"o", 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        step = b"w"
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        err = e.errno or _errno.EIO
+    return step + str(err).encode()
+
+
 def _serve(sock) -> None:
-    """The writer process: open(2) and write(2) for each request, the
-    errno back (0: success), with the step that failed."""
+    """The writer process: a report for each write asked for.  A request
+    may carry a second write, with the first one's deadline: that one is
+    written at once if the first succeeded before the deadline, else
+    reported as skipped (b"s"), so that it is never written after the
+    caller has given the first up as stuck."""
     while True:
         msg, fds = _recv_fds(sock, 8192, 4)
         if not msg:
             return
-        path, value = msg.split(b"\0", 1)
-        step, err = b"o", 0
+        fields = msg.split(b"\0")
+        report = _write_one(fields[0], fields[1])
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            step = b"w"
-            try:
-                os.write(fd, value)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            err = e.errno or _errno.EIO
-        for f in fds:
-            os.close(f)
-        try:
-            sock.send(step + str(err).encode())
+            if len(fields) == 5:
+                sock.send(report)
+                if report[1:] == b"0" and time.monotonic_ns() < int(fields[4]):
+                    report = _write_one(fields[2], fields[3])
+                else:
+                    report = b"s"
         except OSError:         # abandoned: nobody waits for the answer
+            return
+        finally:
+            # The lock goes before the last report: whoever reads it may
+            # find the device free at once.
+            for f in fds:
+                os.close(f)
+        try:
+            sock.send(report)
+        except OSError:
             return
 
 
@@ -241,25 +264,70 @@ def _reap() -> None:
             _abandoned.remove(w)
 
 
-def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> None:
-    """open(2) and write(2) of `value` to `path` in a writer process."""
+def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
+             then=None) -> None:
+    """open(2) and write(2) of `value` to `path` in a writer process.
+
+    then=(path, value): the write this thread asks for next if this one
+    succeeds (an unbind's drivers_probe).  The writer makes it as soon as
+    this one returns, instead of waiting for the next request: under
+    QEMU/TCG each request's round trip between the two processes cost
+    1 to 3 ms of a hotplug.  The next in_child call collects it."""
     _reap()
+    pending = getattr(_held, "then", None)
+    if pending is not None:
+        _held.then = None
+        writer, then_path, then_value = pending
+        if (then_path, then_value) == (path, value):
+            return _report(writer, rel, value, seconds, on_slow)
+        # Not the write announced (the caller changed course): that one is
+        # made regardless, so wait for it before going on.
+        _report(writer, then_path, then_value, seconds, on_slow)
     with _idle_lock:
         writer = _writers.pop() if _writers else None
     if writer is None:
         writer = _Writer()
     held = getattr(_held, "fd", None)
+    request = [path.encode(), value.encode("ascii")]
+    if then is not None:
+        request += [then[0].encode(), then[1].encode("ascii"),
+                    str(time.monotonic_ns() + int(seconds * 1e9)).encode()]
     try:
-        _send_fds(writer.sock, path.encode() + b"\0" + value.encode("ascii"),
-                  [held] if held is not None else [])
+        _send_fds(writer.sock, b"\0".join(request), [held] if held is not None else [])
     except OSError as e:
         writer.sock.close()
         _abandoned.append(writer)
         raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
+    try:
+        _report(writer, rel, value, seconds, on_slow, keep=then is not None)
+    except SysfsError:
+        if then is not None and writer not in _abandoned:
+            _skipped(writer)
+        raise
+    if then is not None:
+        _held.then = (writer, then[0], then[1])
 
+
+def _skipped(writer: _Writer) -> None:
+    """The second write's report after a first that failed: "skipped"."""
+    if writer.sock.recv(64) == b"s":
+        with _idle_lock:
+            _writers.append(writer)
+    else:
+        writer.sock.close()
+        _abandoned.append(writer)
+
+
+def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow,
+            keep: bool = False) -> None:
+    """Wait for the writer's report on one write; the writer goes back to
+    the idle ones unless `keep` (a second write is still to come)."""
     def ready(t: float) -> bool:
         return bool(select.select([writer.sock], [], [], max(t, 0))[0])
-    if not _wait(ready, seconds, on_slow):
+    # The last look is at once: a report sent just before the deadline is
+    # never taken for a stuck write (the writer decides on the second write
+    # by the same clock).
+    if not _wait(ready, seconds, on_slow) and not ready(0):
         writer.sock.close()
         _abandoned.append(writer)
         raise Stuck(rel, value, seconds, writer)
@@ -268,8 +336,15 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None) -> N
         writer.sock.close()
         _abandoned.append(writer)
         raise SysfsError(rel, "the writer process died")
-    with _idle_lock:
-        _writers.append(writer)
+    if report == b"s":
+        # The first write ended after its deadline: this one was not made.
+        with _idle_lock:
+            _writers.append(writer)
+        raise SysfsError(rel, f"write of {value!r} not made: the one before it ended past "
+                         "its deadline")
+    if not keep:
+        with _idle_lock:
+            _writers.append(writer)
     step, err = report[:1], int(report[1:] or b"0")
     if err == 0:
         return

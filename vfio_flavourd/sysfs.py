@@ -95,13 +95,17 @@ class Sysfs:
         except RootEscape as e:
             raise SysfsError(rel, str(e).split(": ", 1)[1]) from None
 
-    def write_timed(self, rel: str, value: str, seconds: float, on_slow=None) -> None:
+    def write_timed(self, rel: str, value: str, seconds: float, on_slow=None,
+                    then=None) -> None:
         """write(), by a helper that is abandoned after `seconds`
         (deadline.Stuck): for unbind and probe writes, which run a driver's
-        remove() or probe() and may never return."""
+        remove() or probe() and may never return.  then=(rel, value): the
+        timed write asked for next if this one succeeds, which the helper
+        may make at once (deadline.in_child)."""
         path = self.write_path(rel)
         from .deadline import in_child
-        in_child(path, rel, value, seconds, on_slow)
+        in_child(path, rel, value, seconds, on_slow,
+                 then=(self.write_path(then[0]), then[1]) if then else None)
 
 
 # sysfs attributes are at most a page; anything that keeps giving more

@@ -165,11 +165,13 @@ class SimSysfs(Sysfs):
         if err:
             raise SysfsError(rel, f"write of {value!r} failed: {os.strerror(err)}", err)
 
-    def write_timed(self, rel: str, value: str, seconds: float, on_slow=None) -> None:
+    def write_timed(self, rel: str, value: str, seconds: float, on_slow=None,
+                    then=None) -> None:
         """The kernel is Python in this process: the helper is a thread.
         Only a Hang fault can keep a simulated write from returning, so
         without one the write runs inline (a thread hand-off per write was
-        a sixth of a simulated coldplug's own time, bench figure 4)."""
+        a sixth of a simulated coldplug's own time, bench figure 4).
+        `then` changes nothing here: each write is asked for in turn."""
         if not any(isinstance(f, F.Hang) for f in self.kernel.faults):
             return self.write(rel, value)
         from ..deadline import in_thread
