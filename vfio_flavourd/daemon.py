@@ -88,13 +88,22 @@ class Daemon:
 
     # -- event intake ---------------------------------------------------------------
 
-    def enqueue(self, address: str, action: str) -> None:
+    def enqueue(self, address: str, action: str, seen: bool = False) -> None:
+        """`seen`: an event from the source, counted (events_seen) under
+        the same hold of the condition: the worker it wakes wants the
+        condition at once, and a second hold by the reader right after
+        made it wait (the handoff is on every hotplug's way, bench
+        figure 7)."""
         with self._cond:
             old = self._pending.get(address)
             if old is None or _STRENGTH.get(action, 2) >= _STRENGTH.get(old, 2):
                 self._pending[address] = action
             self._spare_worker()
-            self._cond.notify()
+            if seen:
+                self.events_seen += 1
+                self._cond.notify_all()     # wait_idle counts events_seen
+            else:
+                self._cond.notify()
 
     def _spare_worker(self) -> None:
         """With the condition held: start a worker when every worker waits
@@ -118,10 +127,7 @@ class Daemon:
     def _reader(self) -> None:
         try:
             for ev in self.source:
-                self.enqueue(ev.address, ev.action)
-                with self._cond:
-                    self.events_seen += 1
-                    self._cond.notify_all()
+                self.enqueue(ev.address, ev.action, seen=True)
         except Exception:  # the reader must never die silently
             self.log.exception("event source failed")
             self.request_stop()
