@@ -273,3 +273,25 @@ def test_a_write_other_than_the_announced_one_waits_for_that_one(tmp_path):
     deadline.in_child(str(other), "sys/bind", "c", 5)
     assert (first.read_text(), second.read_text(), other.read_text()) == ("a", "b", "c")
     assert getattr(deadline._held, "then", None) is None
+
+
+def test_a_second_write_the_writer_skipped_is_asked_for_again(tmp_path, monkeypatch):
+    """The writer skips the second write when the first ended past the
+    deadline by its clock; if the caller still took the first in time, the
+    second is then made by a request of its own, not lost."""
+    first, second = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    second.write_text("")
+    deadline.in_child(str(first), "sys/unbind", "0", 5)    # a writer forked beforehand
+    sent = []
+    real_send = deadline._send_fds
+    monkeypatch.setattr(deadline, "_send_fds", lambda *a: (sent.append(a[1]), real_send(*a)))
+    real_ns = deadline.time.monotonic_ns
+    # The deadline handed to the writer is past by the writer's clock.
+    monkeypatch.setattr(deadline.time, "monotonic_ns", lambda: real_ns() - 10**12)
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(second), "b"))
+    monkeypatch.setattr(deadline.time, "monotonic_ns", real_ns)
+    assert second.read_text() == ""             # skipped by the writer
+    deadline.in_child(str(second), "sys/drivers_probe", "b", 5)
+    assert (first.read_text(), second.read_text()) == ("a", "b")
+    assert len(sent) == 2 and getattr(deadline._held, "then", None) is None
