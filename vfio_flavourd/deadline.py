@@ -298,8 +298,7 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
     try:
         _send_fds(writer.sock, b"\0".join(request), [held] if held is not None else [])
     except OSError as e:
-        writer.sock.close()
-        _abandoned.append(writer)
+        _abandon(writer)
         raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
     try:
         _report(writer, rel, value, seconds, on_slow, keep=then is not None)
@@ -311,6 +310,17 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
         _held.then = (writer, then[0], then[1])
 
 
+def _abandon(writer: _Writer) -> None:
+    """Left in the kernel, or dead: reaped once it exits (_reap)."""
+    writer.sock.close()
+    _abandoned.append(writer)
+
+
+def _reuse(writer: _Writer) -> None:
+    with _idle_lock:
+        _writers.append(writer)
+
+
 class _Skipped(Exception):
     """The writer did not make the second write of a request."""
 
@@ -318,11 +328,9 @@ class _Skipped(Exception):
 def _skipped(writer: _Writer) -> None:
     """The second write's report after a first that failed: "skipped"."""
     if writer.sock.recv(64) == b"s":
-        with _idle_lock:
-            _writers.append(writer)
+        _reuse(writer)
     else:
-        writer.sock.close()
-        _abandoned.append(writer)
+        _abandon(writer)
 
 
 def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow,
@@ -335,23 +343,19 @@ def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow,
     # never taken for a stuck write (the writer decides on the second write
     # by the same clock).
     if not _wait(ready, seconds, on_slow) and not ready(0):
-        writer.sock.close()
-        _abandoned.append(writer)
+        _abandon(writer)
         raise Stuck(rel, value, seconds, writer)
     report = writer.sock.recv(64)
     if not report:
-        writer.sock.close()
-        _abandoned.append(writer)
+        _abandon(writer)
         raise SysfsError(rel, "the writer process died")
     if report == b"s":
         # The first write ended past the deadline by the writer's look at
         # the clock, though not by ours: this one is not made yet.
-        with _idle_lock:
-            _writers.append(writer)
+        _reuse(writer)
         raise _Skipped()
     if not keep:
-        with _idle_lock:
-            _writers.append(writer)
+        _reuse(writer)
     step, err = report[:1], int(report[1:] or b"0")
     if err == 0:
         return
