@@ -136,6 +136,49 @@ def test_hotplug_after_host_driver_bound_first(harness):
     assert h.daemon.counts["failed"] == 0
 
 
+class _ReadBy(FakeSource):
+    """A FakeSource that notes which thread took each event from it."""
+
+    def __init__(self):
+        super().__init__()
+        self.read_by = []       # (event, thread ident)
+
+    def __iter__(self):
+        for ev in super().__iter__():
+            self.read_by.append((ev, threading.get_ident()))
+            yield ev
+
+
+def test_the_thread_that_reads_an_add_binds_the_device_and_another_reads_on(harness):
+    h = harness()
+    h.source = h.daemon.source = _ReadBy()
+    h.kernel.subscribe(h.source.push_uevent)
+    handled = []
+    handle = h.daemon.handle
+    h.daemon.handle = lambda a, action: (handled.append((a, action, threading.get_ident())),
+                                         handle(a, action))
+    h.start()
+    h.idle()
+    h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "0")
+    h.idle()
+    del handled[:]
+    seen = len(h.source.read_by)
+    h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "1")
+    h.idle()
+    vf = "0000:3b:00.2"
+    assert driver_of(h.kernel, vf) == "mlx5_vfio_pci"
+    read = h.source.read_by[seen:]
+    add = next(t for ev, t in read if ev.address == vf and ev.action == "add")
+    # Its add event was bound by the thread that read it, with no hand-off
+    # to a woken worker ...
+    assert (vf, "add", add) in handled, (handled, read)
+    # ... while another thread read the events its own binding caused.
+    ours = [(ev.action, ev.driver, t) for ev, t in read
+            if ev.address == vf and (ev.action == "unbind" or ev.driver == "mlx5_vfio_pci")]
+    assert ours and all(t != add for _, _, t in ours), (ours, add)
+    assert h.daemon._workers == 2 and h.stop() == 0
+
+
 def test_burst_of_1000_vfs_loses_nothing(harness, tmp_path):
     b = (HostBuilder(tmp_path)
          .host_bridge("0000:00:00.0")

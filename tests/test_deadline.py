@@ -137,6 +137,30 @@ def test_daemon_goes_on_and_completes_or_rolls_back_when_released(tmp_path, prob
     assert h.stop() == 0
 
 
+def test_a_hot_added_device_stuck_in_the_thread_that_read_it_stops_no_other(tmp_path):
+    # The reader binds a hot-added device itself, having handed the reading
+    # over: its unbind hanging holds up neither the events nor the next
+    # device, and the spare thread started meanwhile leaves once done.
+    kernel, _ = sim(tmp_path, timeout="3")
+    h = Harness(tmp_path, kernel).start()
+    h.idle()
+    stuck, nic = "0000:07:00.0", "0000:07:00.1"
+    hang = Hang(UNBIND, stuck)
+    kernel.inject(hang)
+    kernel.add_device(stuck, 0x1AF4, 0x1041, 0x020000, subsys=(0x1AF4, 0x1100))
+    assert hang.waiting.wait(10)
+    t0 = time.monotonic()
+    kernel.add_device(nic, 0x8086, 0x10D3, 0x020000, subsys=(0x8086, 0xA01F))
+    assert wait_for(lambda: driver_of(kernel, nic) == "vfio-pci", 10)
+    assert time.monotonic() - t0 < 2.5           # not after the stuck device's deadline
+    assert wait_for(lambda: "1 stuck" in h.daemon.status_text(), 10)
+    hang.release()
+    assert wait_for(lambda: driver_of(kernel, stuck) == "virtio_vfio_pci" and
+                    "stuck" not in h.daemon.status_text(), 15), h.log_text()[-5:]
+    assert wait_for(lambda: h.daemon._workers == 2, 5), h.daemon._workers
+    assert h.stop() == 0
+
+
 def test_write_in_a_child_real_file_error_and_a_write_that_blocks(tmp_path):
     target = tmp_path / "attr"
     target.write_text("")

@@ -1,15 +1,23 @@
 """The daemon: coldplug, then act on PCI uevents until told to stop.
 
-Threads: a reader drains the event source into a pending set keyed by
-address (so it never blocks on binding, and a burst of 1,000 VF adds can
-neither overflow nor be lost: one entry per device, however many events);
-one worker binds; the main thread handles signals (whose handlers only set
-flags), reloads, the watchdog and status.
+Threads: a pool of at least two.  One at a time reads the event source
+(the reader) into a pending set keyed by address, so that a burst of
+1,000 VF adds can neither overflow nor be lost: one entry per device,
+however many events.  The others bind.  When an event comes and another
+thread is idle, the reader hands it the reading and binds the device
+itself (leader and followers): the thread that is already awake takes
+the device, and the one woken reads the events that come next.  Handing
+the device to a woken worker instead cost each hotplug a wake-up, 2 to
+12 ms under QEMU/TCG while the kernel was still probing the new device
+(bench figure 7).  The main thread handles signals (whose handlers only
+set flags), reloads, the watchdog and status.
 
-An unbind can take minutes or never return (deadline.py).  When every
-worker is waiting on such a slow write, another worker is started for the
-rest of the queue (up to MAX_WORKERS); it leaves once the queue is empty.
-No two workers ever hold the same device.  Past its deadline a device is
+An unbind can take minutes or never return (deadline.py).  The reader
+hands the reading over before it binds, so reading never waits on a
+write.  When every thread that binds is waiting on such a slow write,
+another is started for the rest of the queue (up to MAX_WORKERS); the
+pool shrinks back to two once the queue is empty.  No two threads ever
+hold the same device.  Past its deadline a device is
 `stuck`; when the kernel finishes, its bind or unbind uevent brings it back
 here, and the move is completed or rolled back.
 """
@@ -30,7 +38,8 @@ from .errors import FlavourdError, PolicyError
 
 REMOVE = "remove"
 SWITCH_INTERVAL = 0.0005      # seconds; see Daemon.run
-MAX_WORKERS = 16
+MAX_WORKERS = 16              # threads that bind at once; the reader besides
+POOL = 2                      # threads kept: the reader and one idle or binding
 # When several events for one device are pending, the strongest decides what
 # the worker does with it.
 _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
@@ -58,9 +67,12 @@ class Daemon:
         self.counts = collections.Counter()
         self.events_seen = 0
         self.handled = 0
-        self._in_hand: set = set()      # addresses a worker is handling
+        self._in_hand: set = set()      # addresses a thread is handling
         self._parked: set = set()       # ... of which waiting on a slow write
-        self._workers = 0
+        self._workers = 0               # threads in the pool
+        self._idle = 0                  # ... waiting for something to do
+        self._reading = False           # ... one of which reads the source
+        self._events = None             # the source's iterator, shared by turns
         self._stuck: set = set()
         # Optional publish_daemon.Publisher: fleet files after each change.
         self.publisher = publisher
@@ -88,35 +100,29 @@ class Daemon:
 
     # -- event intake ---------------------------------------------------------------
 
-    def enqueue(self, address: str, action: str, seen: bool = False) -> None:
-        """`seen`: an event from the source, counted (events_seen) under
-        the same hold of the condition: the worker it wakes wants the
-        condition at once, and a second hold by the reader right after
-        made it wait (the handoff is on every hotplug's way, bench
-        figure 7)."""
+    def enqueue(self, address: str, action: str) -> None:
         with self._cond:
-            old = self._pending.get(address)
-            if old is None or _STRENGTH.get(action, 2) >= _STRENGTH.get(old, 2):
-                self._pending[address] = action
-            self._spare_worker()
-            if seen:
-                self.events_seen += 1
-                self._cond.notify_all()     # wait_idle counts events_seen
-            else:
-                self._cond.notify()
+            self._queue(address, action)
+            self._cond.notify()
+
+    def _queue(self, address: str, action: str) -> None:
+        """With the condition held."""
+        old = self._pending.get(address)
+        if old is None or _STRENGTH.get(action, 2) >= _STRENGTH.get(old, 2):
+            self._pending[address] = action
+        self._spare_worker()
 
     def _spare_worker(self) -> None:
-        """With the condition held: start a worker when every worker waits
-        on a slow write and something else is pending."""
-        if (self._workers and len(self._in_hand) == self._workers
-                and self._in_hand <= self._parked and self._workers < MAX_WORKERS
+        """With the condition held: start a thread when none is idle, every
+        thread that binds waits on a slow write, and something else is
+        pending."""
+        if (self._idle == 0 and self._in_hand and self._in_hand <= self._parked
+                and len(self._in_hand) < MAX_WORKERS
                 and any(a not in self._in_hand for a in self._pending)):
-            self._workers += 1
-            threading.Thread(target=self._worker, args=(True,), name="binder-spare",
-                             daemon=True).start()
+            self._start_thread("binder-spare")
 
     def _slow(self, address: str) -> None:
-        """Binder.on_slow: this worker's write has taken deadline.PATIENCE."""
+        """Binder.on_slow: this thread's write has taken deadline.PATIENCE."""
         self.log.info("%s: the kernel is slow to finish a write; other devices go on",
                       address, extra={"fields": {"PCI_SLOT": address}})
         with self._cond:
@@ -124,15 +130,31 @@ class Daemon:
             self._spare_worker()
             self._cond.notify_all()
 
-    def _reader(self) -> None:
+    def _read(self):
+        """The reader's turn: read events into the pending set until one can
+        be bound by this thread while an idle one reads on.  Returns that
+        (address, action), with the reading handed over; None once the
+        source has ended (or failed)."""
         try:
-            for ev in self.source:
-                self.enqueue(ev.address, ev.action, seen=True)
+            for ev in self._events:
+                with self._cond:
+                    self._queue(ev.address, ev.action)
+                    self.events_seen += 1       # wait_idle counts it
+                    item = self._take() if self._idle else None
+                    if item is not None:
+                        self._reading = False   # an idle thread takes the reading
+                        self._in_hand.add(item[0])
+                    self._cond.notify_all()
+                if item is not None:
+                    return item
         except Exception:  # the reader must never die silently
             self.log.exception("event source failed")
             self.request_stop()
-        finally:
+        with self._cond:
+            self._reading = False
             self._reader_done.set()
+            self._cond.notify_all()
+        return None
 
     # -- handling ----------------------------------------------------------------------
 
@@ -214,46 +236,66 @@ class Daemon:
         return now == rec.get("previous_driver")
 
     def _take(self):
-        """With the condition held: the oldest pending device no worker holds."""
+        """With the condition held: the oldest pending device no thread holds."""
         for address in self._pending:
             if address not in self._in_hand:
                 return address, self._pending.pop(address)
         return None
 
-    def _worker(self, spare: bool = False) -> None:
+    def _next(self):
+        """With the condition held: what this thread does next.  "read"
+        (the reading is free), an (address, action) it now holds, or None:
+        leave the pool."""
         while True:
-            with self._cond:
-                while True:
-                    if self._stop.is_set():
-                        self._workers -= 1
-                        return
-                    item = self._take()
-                    if item is not None:
-                        break
-                    if spare or (self._reader_done.is_set() and not self._pending):
-                        self._workers -= 1
-                        return
-                    self._cond.wait(0.5)
-                address, action = item
-                self._in_hand.add(address)
+            if self._stop.is_set():
+                return None
+            if not self._reading and not self._reader_done.is_set():
+                self._reading = True
+                return "read"
+            item = self._take()
+            if item is not None:
+                self._in_hand.add(item[0])
+                return item
+            if self._workers > POOL or (self._reader_done.is_set() and not self._pending):
+                return None
+            self._idle += 1
             try:
-                self.handle(address, action)
+                self._cond.wait(0.5)
             finally:
-                with self._cond:
-                    self._in_hand.discard(address)
-                    self._parked.discard(address)
-                    self._cond.notify_all()
-            self._wake.set()
+                self._idle -= 1
 
-    def _start_worker(self) -> threading.Thread:
-        with self._cond:
-            self._workers += 1
-        worker = threading.Thread(target=self._worker, name="binder", daemon=True)
-        worker.start()
-        return worker
+    def _serve(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    item = self._next()
+                if item is None:
+                    return
+                if item == "read":
+                    item = self._read()
+                    if item is None:        # the source ended: what is pending
+                        continue            # is still bound
+                address, action = item
+                try:
+                    self.handle(address, action)
+                finally:
+                    with self._cond:
+                        self._in_hand.discard(address)
+                        self._parked.discard(address)
+                        self._cond.notify_all()
+                self._wake.set()
+        finally:
+            with self._cond:
+                self._workers -= 1
+                self._cond.notify_all()
+
+    def _start_thread(self, name: str) -> None:
+        """With the condition held."""
+        self._workers += 1
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
 
     def coldplug(self) -> int:
-        """Every device through the workers; returns once each is handled or
+        """Every device through the pool; returns once each is handled or
         waiting on a slow write (so one slow unbind does not hold up READY)."""
         with self._ctx_lock:
             ctx = self.ctx
@@ -318,11 +360,11 @@ class Daemon:
 
     def run(self, ready_hook=None) -> int:
         self.ctx.policy, self.ctx.index    # fail early, before touching anything
-        # The reader hands each event to a worker, and parses the uevents
-        # the worker's own unbind and probe cause while it works.  A thread
-        # woken for the GIL waits for the holder's switch interval, 5 ms by
-        # default: under TCG two such hand-offs, event to worker and probe
-        # to settle, were 12 ms of the 90 from an add event to the variant
+        # The reader parses the uevents that the binding thread's own
+        # unbind and probe cause while it works.  A thread woken for the
+        # GIL waits for the holder's switch interval, 5 ms by default:
+        # under TCG two such hand-offs, event to worker and probe to
+        # settle, were 12 ms of the 90 from an add event to the variant
         # bound (bench figure 7 measures it).
         before = sys.getswitchinterval()
         sys.setswitchinterval(min(before, SWITCH_INTERVAL))
@@ -332,9 +374,10 @@ class Daemon:
             sys.setswitchinterval(before)
 
     def _run(self, ready_hook) -> int:
-        reader = threading.Thread(target=self._reader, name="uevents", daemon=True)
-        reader.start()     # listen first, so nothing added during coldplug is missed
-        worker = self._start_worker()
+        self._events = iter(self.source)
+        with self._cond:   # one takes the reading, one the coldplug
+            for _ in range(POOL):
+                self._start_thread("binder")
         n = self.coldplug()
         self.log.info("coldplug done: %d devices, %s; listening on %s events",
                       n, self.status_text(), getattr(self.source, "name", "?"),
@@ -360,13 +403,13 @@ class Daemon:
             if text != last_status:
                 self.notifier.status(text)
                 last_status = text
-            if not worker.is_alive():
-                break
+            with self._cond:
+                if not self._workers:
+                    break
         self.notifier.stopping()
         self.source.close()
-        worker.join()       # finishes the device in hand, then returns
-        with self._cond:    # and so do spare workers (each write has its deadline)
-            while self._in_hand:
+        with self._cond:    # each thread finishes the device in hand (each write
+            while self._workers:    # has its deadline), the reader its read
                 self._cond.wait(0.5)
         if self.publisher is not None:
             self.publisher.stop()
@@ -375,8 +418,8 @@ class Daemon:
 
 
 def wait_idle(daemon: Daemon, timeout: float = 30.0) -> bool:
-    """For tests and benchmarks: wait until no event is pending and the worker
-    has finished its device."""
+    """For tests and benchmarks: wait until no event is pending and every
+    thread has finished its device."""
     deadline = time.monotonic() + timeout
     pushed = getattr(daemon.source, "pushed", None)      # FakeSource only
     with daemon._cond:
