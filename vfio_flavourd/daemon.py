@@ -40,6 +40,10 @@ REMOVE = "remove"
 SWITCH_INTERVAL = 0.0005      # seconds; see Daemon.run
 MAX_WORKERS = 16              # threads that bind at once; the reader besides
 POOL = 2                      # threads kept: the reader and one idle or binding
+# An idle thread is woken by whatever gives it work (each change to the
+# pending set, the reading or the pool notifies); the timeout is only a
+# safety net.  At 0.5 s an idle daemon woke twice a second for nothing.
+IDLE_WAIT = 30.0
 # When several events for one device are pending, the strongest decides what
 # the worker does with it.
 _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
@@ -260,7 +264,7 @@ class Daemon:
                 return None
             self._idle += 1
             try:
-                self._cond.wait(0.5)
+                self._cond.wait(IDLE_WAIT)
             finally:
                 self._idle -= 1
 
