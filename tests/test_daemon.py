@@ -167,7 +167,8 @@ def test_the_thread_that_reads_an_add_binds_the_device_itself(harness):
     del handled[:]
     seen = len(h.source.read_by)
     end = time.monotonic() + 10      # the other thread back to waiting for work
-    while h.daemon._idle != 1 and time.monotonic() < end:
+    while h.daemon._idle != 1:
+        assert time.monotonic() < end, "the second thread never went back to waiting"
         time.sleep(0.001)
     h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "1")
     h.idle()
