@@ -97,10 +97,11 @@ def _locked(ctx, binder, address: str, decision, *, force, dry_run, lock_timeout
 def _read_and_decide(ctx, address: str):
     """(device, decision) for an event's device; (None, None) when gone.
     The kernel may still be probing it (a hot-added device is probed right
-    after device_add), and reading driver_override waits for that probe:
-    the engine decides on a read without it meanwhile, and decides again
-    only if the completed read (pci.settled) differs.  Under QEMU/TCG this
-    took the decision, 1 to 3 ms, off each hotplug's way to the unbind."""
+    after device_add), and on kernels where reading driver_override waits
+    for that probe the engine decides on a read without it meanwhile, and
+    decides again only if the completed read (pci.settled) differs.  Under
+    QEMU/TCG this took the decision, 1 to 3 ms, off each hotplug's way to
+    the unbind."""
     early = fresh(ctx.sysfs, address, override=False)
     if early is None:
         return None, None
