@@ -32,6 +32,14 @@ KNOWN = (
      "real kernel: add uevent to bound (raw sysfs sequence)", "s", None),
     ("hotplug_kernel_events", "ratio_to_raw",
      "real kernel: hotplug, daemon / raw sequence (medians)", "x", ("<=", 1.2)),
+    # By the kernel's clock (the function tracer): from the kernel's own
+    # probe binding the host driver to the unbind entering the kernel.
+    # Below 0: written during that probe, and waited for it.
+    ("hotplug_kernel_events", "median_kernel_first_bound_to_unbind_s",
+     "real kernel: host driver bound to unbind entered (daemon, kernel clock)", "s", None),
+    ("hotplug_kernel_events", "raw/median_kernel_first_bound_to_unbind_s",
+     "real kernel: host driver bound to unbind entered (raw sequence, kernel clock)", "s",
+     None),
     ("hotplug_udev_events", "median_request_to_bound_s",
      "real kernel: device_add to bound (udevd + rule + callout + daemon)", "s", None),
     ("apply_vs_driverctl", "median_apply_s", "real kernel: vfio-flavourd apply, median", "s",

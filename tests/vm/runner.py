@@ -561,6 +561,11 @@ def bench_rows(bench):
                 rows.append(f"  raw sysfs sequence, no daemon: median "
                             f"{raw['median_request_to_bound_s']:.3f} s; daemon / raw "
                             f"{h['ratio_to_raw']:.2f} (target <= 1.2)")
+                mine = h.get("median_kernel_first_bound_to_unbind_s")
+                theirs = raw.get("median_kernel_first_bound_to_unbind_s")
+                if mine is not None and theirs is not None:
+                    rows.append(f"  kernel clock, host driver bound to unbind entered: "
+                                f"daemon {mine * 1000:.1f} ms, raw {theirs * 1000:.1f} ms")
     c = bench.get("apply_vs_driverctl")
     if c and c.get("ratio_apply_to_driverctl") is not None:
         rows.append(f"apply vs driverctl set-override, {c['device']}, n={c['n']}: "

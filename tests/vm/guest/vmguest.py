@@ -303,6 +303,103 @@ class PciUevents:
                 return ev
 
 
+class KernelTrace:
+    """The kernel's own timestamps of a hotplug's steps: the function
+    tracer on a few driver-core functions, with trace_clock "mono", the
+    clock of time.monotonic().  Uevents say when a step reached this
+    process; these say when the kernel took it (a raw unbind, for one,
+    enters unbind_store while the kernel's own probe still holds the
+    device, and waits).  The tracer patches only these call sites.  One
+    hot-added device at a time: the calls do not name it.  `ok` is False
+    where tracefs or the function tracer is missing; calls() is then
+    empty."""
+
+    TRACEFS = "/sys/kernel/tracing"
+    FUNCTIONS = ("pci_bus_add_device", "really_probe", "driver_bound", "unbind_store",
+                 "drivers_probe_store")
+    LINE = re.compile(r"\s*(.+?)-(\d+)\s+\[\d+\]\s+\S*\s+([\d.]+): (\w+) <-")
+
+    def __init__(self):
+        _guard()
+        self.ok = False
+        try:
+            if not os.path.exists(os.path.join(self.TRACEFS, "trace")):
+                subprocess.run(["mount", "-t", "tracefs", "nodev", self.TRACEFS],
+                               check=True, capture_output=True)
+            self._write("tracing_on", "0")
+            self._write("set_ftrace_filter", " ".join(self.FUNCTIONS))
+            self._write("current_tracer", "function")
+            self._write("trace_clock", "mono")
+            self._write("trace", "")
+            self._write("tracing_on", "1")
+            self.ok = True
+        except (OSError, subprocess.CalledProcessError):
+            self.close()
+
+    def _write(self, name, value):
+        with open(os.path.join(self.TRACEFS, name), "w") as f:
+            f.write(value)
+
+    def clear(self):
+        if self.ok:
+            self._write("trace", "")
+
+    def calls(self):
+        """[(kernel time, function, task name)] since the last clear()."""
+        if not self.ok:
+            return []
+        with open(os.path.join(self.TRACEFS, "trace")) as f:
+            return self.parse(f.read())
+
+    @classmethod
+    def parse(cls, text):
+        out = []
+        for line in text.splitlines():
+            m = cls.LINE.match(line)
+            if m:
+                out.append((float(m.group(3)), m.group(4), m.group(1).strip()))
+        return out
+
+    def close(self):
+        for name, value in (("tracing_on", "0"), ("current_tracer", "nop"),
+                            ("set_ftrace_filter", "")):
+            try:
+                self._write(name, value)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def kernel_steps(calls, t_sysfs, t_end):
+    """A hotplug's steps by the kernel's clock, in seconds after its add
+    uevent reached this process: the kernel's own probe starting
+    (pci_bus_add_device) and binding its first driver, the first unbind
+    entering the kernel (None when the override was there before that
+    probe: nothing to unbind), and the last bind, the variant's.  Calls
+    after `t_end` (the variant's bind uevent here) are not this
+    hotplug's; empty when the trace has no probe or bind."""
+    calls = [c for c in calls if c[0] <= t_end]
+    starts = [t for t, fn, _ in calls if fn == "pci_bus_add_device"]
+    bound = [t for t, fn, _ in calls if fn == "driver_bound"]
+    if not starts or not bound:
+        return {}
+    unbinds = [t for t, fn, _ in calls if fn == "unbind_store" and t >= starts[0]]
+    unbind = unbinds[0] if unbinds else None
+    return {"kernel_probe_start": starts[0] - t_sysfs,
+            "kernel_first_bound": bound[0] - t_sysfs,
+            "kernel_unbind_entered": None if unbind is None else unbind - t_sysfs,
+            "kernel_bound": bound[-1] - t_sysfs,
+            # Negative: the unbind was written while the kernel's probe ran,
+            # and waited for it.
+            "kernel_first_bound_to_unbind": None if unbind is None else unbind - bound[0]}
+
+
 def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
     """Poll predicate until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout

@@ -110,25 +110,26 @@ def measured(section):
 
 # --- (a) hotplug -------------------------------------------------------------
 
-def hotplug_once(qdev_id, bind=None):
+def hotplug_once(qdev_id, bind=None, trace=None):
     """device_add into rp4, wait for virtio_vfio_pci, unplug.  Times from
     the moment the request is written, to the kernel's uevents as they
     reach this process (g.PciUevents: it sleeps until the kernel sends,
     never polls sysfs meanwhile).  `bind(addr)`: what this process does
-    on the device's add event (the raw runs), returning the moment its
-    first write returned; else the daemon binds it."""
+    on the device's add event (the raw runs), returning the driver it read
+    back; else the daemon binds it.  `trace`: a g.KernelTrace, for the
+    kernel's own times of the steps between (g.kernel_steps)."""
     below = os.path.realpath(g.dev_path(g.port_address("rp4")))
     with g.PciUevents(below) as events:
+        if trace is not None:
+            trace.clear()
         t0 = time.monotonic()
         request = g.qmp_send("device_add", {"driver": "virtio-net-pci", "id": qdev_id,
                                             "bus": "rp4", "disable-legacy": "on"})
         t_sysfs, _, addr, _ = events.wait(lambda action, name, drv: action == "add", 20,
                                           f"{qdev_id} added")
         t_bound = None
-        if bind is not None:
-            t_host, got = bind(addr)
-            if got == "virtio_vfio_pci":
-                t_bound = time.monotonic()
+        if bind is not None and bind(addr) == "virtio_vfio_pci":
+            t_bound = time.monotonic()
         final = events.wait(lambda action, name, drv: action == "bind" and name == addr
                             and drv == "virtio_vfio_pci", 30, f"{qdev_id} on virtio_vfio_pci")
         if t_bound is None:
@@ -139,8 +140,14 @@ def hotplug_once(qdev_id, bind=None):
         # The kernel's own probe after device_add: which driver it bound
         # (virtio_vfio_pci when the override was there first), and when.
         first = next(ev for ev in events.seen if ev[1] == "bind" and ev[2] == addr)
-        if bind is None:
-            t_host = first[0]
+        steps = g.kernel_steps(trace.calls(), t_sysfs, final[0]) if trace is not None else {}
+        # When the kernel's own probe was over: by the kernel's clock when
+        # traced; else, in the daemon's runs, its bind uevent (in the raw
+        # runs that uevent is read only after the raw writes).
+        if steps.get("kernel_first_bound") is not None:
+            t_host = t_sysfs + steps["kernel_first_bound"]
+        else:
+            t_host = first[0] if bind is None else None
     answer = g.qmp_answer(request)
     assert g.driver(addr) == "virtio_vfio_pci", (qdev_id, addr, g.driver(addr), events.seen)
     g.device_del(qdev_id)
@@ -149,7 +156,7 @@ def hotplug_once(qdev_id, bind=None):
             "request_to_bound": t_bound - t0, "qemu_device_add": answer.get("host_seconds"),
             "sysfs_to_host_driver": None if t_host is None else t_host - t_sysfs,
             "host_driver_to_bound": None if t_host is None else t_bound - t_host,
-            "first_probe_bound": first[3]}
+            "first_probe_bound": first[3], **steps}
 
 
 def _median(values):
@@ -157,10 +164,15 @@ def _median(values):
     return r4(statistics.median(values)) if values else None
 
 
+# g.kernel_steps()'s fields, in the section with their medians.
+KERNEL_STEPS = ("kernel_probe_start", "kernel_first_bound", "kernel_unbind_entered",
+                "kernel_bound", "kernel_first_bound_to_unbind")
+
+
 def hotplug_section(label, runs, source):
-    by = {k: [None if r[k] is None else r4(r[k]) for r in runs] for k in (
+    by = {k: [None if r.get(k) is None else r4(r[k]) for r in runs] for k in (
         "request_to_sysfs", "sysfs_to_bound", "request_to_bound", "sysfs_to_host_driver",
-        "host_driver_to_bound")}
+        "host_driver_to_bound") + KERNEL_STEPS}
     return {
         "what": "QMP device_add of virtio-net-pci (1af4:1041, disable-legacy) into the free "
                 "root port to the device on virtio_vfio_pci, bound by the running daemon",
@@ -178,37 +190,44 @@ def hotplug_section(label, runs, source):
         "median_host_driver_to_bound_s": _median(by["host_driver_to_bound"]),
         "qemu_device_add_s": [r["qemu_device_add"] for r in runs],
         "first_probe_bound": [r["first_probe_bound"] for r in runs],
+        **{f"{k}_s": by[k] for k in KERNEL_STEPS},
+        **{f"median_{k}_s": _median(by[k]) for k in KERNEL_STEPS},
         "notes": "request_to_*: from the guest writing the QMP request (the host wakes on "
                  "it by inotify); sysfs: the device's add uevent reaching the test; "
-                 "host_driver: the kernel's own probe of the new device over (its bind "
-                 "uevent; in the raw runs, the override write returning); bound: the "
+                 "host_driver: the kernel's own probe of the new device over (its "
+                 "driver_bound by the kernel's clock; untraced, the bind uevent in the "
+                 "daemon's runs, none in the raw runs); bound: the "
                  "bind uevent of virtio_vfio_pci (in the raw runs, its own read of the "
-                 f"driver link); each run after {GRACE:g} s idle",
+                 "driver link); kernel_*: the function tracer's times of "
+                 "pci_bus_add_device, the first driver_bound, the first unbind_store "
+                 "and the last driver_bound, after the add uevent reached the test "
+                 "(first_bound_to_unbind below 0: the unbind was written during the "
+                 f"kernel's own probe and waited for it); each run after {GRACE:g} s idle",
     }
 
 
 def raw_bind(addr):
-    """The raw sequence, as a minimal tool would write it: (when the
-    override write returned, the driver read back).  The override write
-    returns once the kernel's own probe of the new device is over
-    (driver_override's store takes the device lock that the probe holds);
-    written before that probe, it makes the probe bind virtio_vfio_pci
-    itself, and the drivers_probe here, before the kernel has opened the
-    device to drivers, binds nothing."""
+    """The raw sequence, as a minimal tool would write it; returns the
+    driver read back.  Traced on 6.12 (g.kernel_steps), the override write
+    returned while the kernel's own probe of the new device still ran, and
+    the unbind entered the kernel then and waited for that probe: it
+    starts the moment the probe is over.  Written before that probe, the
+    override makes the probe bind virtio_vfio_pci itself, and the
+    drivers_probe here, before the kernel has opened the device to
+    drivers, binds nothing."""
     g.set_override(addr, "virtio_vfio_pci")
-    t_host = time.monotonic()
     g.unbind(addr)
     g.drivers_probe(addr)
-    return t_host, g.driver(addr)
+    return g.driver(addr)
 
 
-def raw_run_beside(daemon, qdev_id):
+def raw_run_beside(daemon, qdev_id, trace=None):
     """A raw run while the daemon is stopped: its uevents wait in its
     socket, and once continued (in the next run's GRACE) it finds that
     device gone."""
     daemon.signal(signal.SIGSTOP)
     try:
-        return hotplug_once(qdev_id, bind=raw_bind)
+        return hotplug_once(qdev_id, bind=raw_bind, trace=trace)
     finally:
         daemon.signal(signal.SIGCONT)
 
@@ -233,14 +252,15 @@ def test_bench_hotplug_to_bound_daemon_on_kernel_events(clean_slate, etc_policy)
         try:
             wait_ready(notify, t0)
             assert "listening on kernel events" in d.text(), d.text()
-            for i in range(HOTPLUG_RUNS):
-                # Alternating which goes first, so both see the same load.
-                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
-                    time.sleep(GRACE)
-                    if which == 0:
-                        runs.append(hotplug_once(f"benchk{i}"))
-                    else:
-                        raw.append(raw_run_beside(d, f"benchr{i}"))
+            with g.KernelTrace() as trace:
+                for i in range(HOTPLUG_RUNS):
+                    # Alternating which goes first, so both see the same load.
+                    for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        time.sleep(GRACE)
+                        if which == 0:
+                            runs.append(hotplug_once(f"benchk{i}", trace=trace))
+                        else:
+                            raw.append(raw_run_beside(d, f"benchr{i}", trace=trace))
         finally:
             notify.close()
         assert d.alive(), d.text()
@@ -270,9 +290,10 @@ def test_bench_hotplug_to_bound_with_udevd_rule_and_callout(clean_slate, etc_pol
                 wait_ready(notify, t0)
                 assert "listening on udev events" in d.text(), d.text()
                 runs = []
-                for i in range(HOTPLUG_RUNS):
-                    time.sleep(GRACE)
-                    runs.append(hotplug_once(f"benchu{i}"))
+                with g.KernelTrace() as trace:
+                    for i in range(HOTPLUG_RUNS):
+                        time.sleep(GRACE)
+                        runs.append(hotplug_once(f"benchu{i}", trace=trace))
             finally:
                 notify.close()
             assert d.alive(), d.text()
