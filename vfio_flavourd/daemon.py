@@ -12,6 +12,12 @@ the device to a woken worker instead cost each hotplug a wake-up, 2 to
 (bench figure 7).  The main thread handles signals (whose handlers only
 set flags), reloads, the watchdog and status.
 
+A device the kernel has just added is probed by the kernel itself at once.
+On its add event the daemon waits for that probe's bind uevent (or for
+the driver link to go, when the probe fails) before it reads and asks the
+guards, so that they see what the host driver made; past PROBE_WAIT the
+device is left to the bind uevent.
+
 An unbind can take minutes or never return (deadline.py).  The reader
 hands the reading over before it binds, so reading never waits on a
 write.  When every thread that binds is waiting on such a slow write,
@@ -44,6 +50,12 @@ POOL = 2                      # threads kept: the reader and one idle or binding
 # pending set, the reading or the pool notifies); the timeout is only a
 # safety net.  At 0.5 s an idle daemon woke twice a second for nothing.
 IDLE_WAIT = 30.0
+# A device the kernel has just added is probed by the kernel at once, and its
+# driver link is there from the probe's start (driver_sysfs_add comes before
+# the driver's probe()).  Its guards must see what that probe made, so the
+# daemon waits for the probe's bind uevent (or the link to go: a failed
+# probe sends none) this long, then leaves the device to that uevent.
+PROBE_WAIT = 1.0
 # When several events for one device are pending, the strongest decides what
 # the worker does with it.
 _STRENGTH = {"unbind": 0, "bind": 1, "change": 2, "add": 3, REMOVE: 4}
@@ -78,6 +90,7 @@ class Daemon:
         self._reading = False           # ... one of which reads the source
         self._events = None             # the source's iterator, shared by turns
         self._stuck: set = set()
+        self._probing: set = set()      # added, and no bind uevent read since
         # Optional publish_daemon.Publisher: fleet files after each change.
         self.publisher = publisher
 
@@ -142,6 +155,14 @@ class Daemon:
         try:
             for ev in self._events:
                 with self._cond:
+                    if ev.action == "add" and ev.driver is None and ev.seqnum is not None:
+                        # device_add's own uevent.  A replayed one (udevadm
+                        # trigger) of a bound device names its driver; the
+                        # source's own after lost uevents has no seqnum,
+                        # and the bind uevent may be among those lost.
+                        self._probing.add(ev.address)
+                    elif ev.action in ("bind", "unbind", REMOVE):
+                        self._probing.discard(ev.address)
                     self._queue(ev.address, ev.action)
                     self.events_seen += 1       # wait_idle counts it
                     item = self._take() if self._idle else None
@@ -194,6 +215,8 @@ class Daemon:
                 return
             if action == "bind" and self._settled_failure(ctx, address):
                 return
+            if action == "add" and not self._probe_over(ctx, address):
+                return
             binder = ctx.binder(self.settle_timeout, on_slow=self._slow)
             started = time.monotonic()
             d, out = actions.decide_and_carry_out(ctx, binder, address, dry_run=self.dry_run)
@@ -216,6 +239,32 @@ class Daemon:
             self.handled += 1
             if self.publisher is not None:
                 self.publisher.changed()
+
+    def _probe_over(self, ctx, address: str) -> bool:
+        """For an add event: False when the kernel's own probe of the new
+        device has not ended within PROBE_WAIT (its bind uevent, which
+        brings the device back here, not read; its driver link still
+        there).  Traced on 6.12, nothing the daemon reads waits for that
+        probe, and guards asked during it see only part of what it makes."""
+        link = f"sys/bus/pci/devices/{address}/driver"
+        deadline = time.monotonic() + PROBE_WAIT
+        while True:
+            with self._cond:
+                if self._stop.is_set():
+                    return False        # stopping: begin nothing new
+                if address not in self._probing:
+                    return True
+            if ctx.sysfs.link(link) is None:
+                return True     # not probed yet (our probe waits for it), or it failed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.log.info("%s: the kernel is still probing it after %g s; left to its "
+                              "bind uevent", address, PROBE_WAIT,
+                              extra={"fields": {"PCI_SLOT": address}})
+                return False
+            with self._cond:
+                if address in self._probing:
+                    self._cond.wait(min(left, 0.05))
 
     def _published(self, out, started: float) -> None:
         if self.publisher is not None:

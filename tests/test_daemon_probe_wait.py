@@ -1,0 +1,141 @@
+"""A hot-added device is probed by the kernel at once, and its driver link
+is there from the probe's start.  The daemon's guards must see what that
+probe made, so on an add event it waits for the probe's bind uevent (or
+for the link to go: a failed probe sends none), up to daemon.PROBE_WAIT,
+and past that leaves the device to the bind uevent."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from vfio_flavourd import daemon as daemon_mod
+from vfio_flavourd.events import Event
+from vfio_flavourd.sim import ProbeFails
+
+from simhost import driver_of
+from test_daemon import Harness
+from test_deadline import sim, wait_for
+
+NEW = "0000:07:00.0"
+
+
+def _hold_binds(h, address):
+    """The harness's source keeps back the bind uevents of `address`, as
+    if the kernel's probe of it were still running; returns (held, let_go)."""
+    held, lock = [], threading.Lock()
+    push = h.source.push
+
+    def hold(ev):
+        with lock:
+            if ev.address == address and ev.action == "bind" and held is not None:
+                held.append(ev)
+                return
+        push(ev)
+
+    h.source.push = hold
+
+    def let_go():
+        with lock:
+            events = list(held)
+            held.clear()
+        for ev in events:
+            push(ev)
+        return events
+
+    return held, let_go
+
+
+def _add_nic(kernel):
+    kernel.add_device(NEW, 0x8086, 0x10D3, 0x020000, subsys=(0x8086, 0xA01F))
+
+
+def test_an_added_device_is_bound_only_once_the_kernels_probe_has_ended(tmp_path):
+    kernel, _ = sim(tmp_path)
+    h = Harness(tmp_path, kernel)
+    held, let_go = _hold_binds(h, NEW)
+    h.start()
+    h.idle()
+    _add_nic(kernel)
+    assert wait_for(lambda: held, 5)          # the kernel's own probe bound e1000e
+    time.sleep(0.4)
+    assert driver_of(kernel, NEW) == "e1000e", h.log_text()[-5:]
+    assert [ev.driver for ev in let_go()] == ["e1000e"]
+    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    assert h.stop() == 0
+
+
+def test_a_probe_longer_than_the_wait_leaves_the_device_to_its_bind_uevent(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 0.2)
+    kernel, _ = sim(tmp_path)
+    h = Harness(tmp_path, kernel)
+    held, let_go = _hold_binds(h, NEW)
+    h.start()
+    h.idle()
+    _add_nic(kernel)
+    assert wait_for(lambda: any("still probing" in m for m in h.log_text()), 5), \
+        h.log_text()[-5:]
+    h.idle()
+    time.sleep(0.3)
+    assert driver_of(kernel, NEW) == "e1000e"
+    let_go()
+    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    assert h.stop() == 0
+
+
+def test_a_failed_probe_is_not_waited_for(tmp_path, monkeypatch):
+    # No bind uevent follows a failed probe, and the link goes with it.
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
+    kernel, _ = sim(tmp_path)
+    h = Harness(tmp_path, kernel).start()
+    h.idle()
+    fault = ProbeFails("e1000e", address=NEW, times=1)
+    kernel.inject(fault)
+    t0 = time.monotonic()
+    _add_nic(kernel)
+    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    assert time.monotonic() - t0 < 10
+    assert not any("still probing" in m for m in h.log_text())
+    assert h.stop() == 0
+
+
+def test_a_replayed_add_of_a_bound_device_is_not_waited_for(tmp_path, monkeypatch):
+    # udevadm trigger's add names the bound driver; no bind uevent follows it.
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
+    kernel, _ = sim(tmp_path)
+    h = Harness(tmp_path, kernel)
+    held, let_go = _hold_binds(h, NEW)
+    h.start()
+    h.idle()
+    _add_nic(kernel)
+    assert wait_for(lambda: held, 5)
+    h.source.push(Event("add", NEW, "e1000e", 10_000))
+    # Still the first add's wait: the replay changes nothing until the
+    # probe's own bind uevent, after which both are handled.
+    time.sleep(0.3)
+    assert driver_of(kernel, NEW) == "e1000e"
+    let_go()
+    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    assert h.stop() == 0
+
+
+def test_the_sources_own_add_after_lost_uevents_is_not_waited_for(tmp_path, monkeypatch):
+    # KernelSource.rescan: after ENOBUFS every device comes back as an add
+    # event of the source's own, with no seqnum; the bind uevent it would
+    # wait for may be among those lost.
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
+    kernel, _ = sim(tmp_path)
+    h = Harness(tmp_path, kernel)
+    seen = []
+    push = h.source.push
+    h.source.push = lambda ev: seen.append(ev) if ev.address == NEW else push(ev)
+    h.start()
+    h.idle()
+    _add_nic(kernel)        # its add and bind uevents lost
+    assert wait_for(lambda: len(seen) >= 2, 5)
+    h.source.push = push
+    push(Event("add", NEW))
+    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    assert not any("still probing" in m for m in h.log_text())
+    assert h.stop() == 0
