@@ -10,6 +10,7 @@ import threading
 import time
 
 from vfio_flavourd import daemon as daemon_mod
+from vfio_flavourd.daemon import wait_idle
 from vfio_flavourd.events import Event
 from vfio_flavourd.sim import ProbeFails
 
@@ -50,29 +51,36 @@ def _add_nic(kernel):
     kernel.add_device(NEW, 0x8086, 0x10D3, 0x020000, subsys=(0x8086, 0xA01F))
 
 
-def test_an_added_device_is_bound_only_once_the_kernels_probe_has_ended(tmp_path):
+def _started(tmp_path, hold=True):
+    """A daemon on the simulated host, idle; with hold, the bind uevents of
+    NEW kept back: (kernel, harness, held, let_go)."""
     kernel, _ = sim(tmp_path)
     h = Harness(tmp_path, kernel)
-    held, let_go = _hold_binds(h, NEW)
+    held, let_go = _hold_binds(h, NEW) if hold else ([], None)
     h.start()
     h.idle()
+    return kernel, h, held, let_go
+
+
+def _bound_to_vfio(h):
+    assert wait_for(lambda: driver_of(h.kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+
+
+def test_an_added_device_is_bound_only_once_the_kernels_probe_has_ended(tmp_path):
+    kernel, h, held, let_go = _started(tmp_path)
     _add_nic(kernel)
     assert wait_for(lambda: held, 5)          # the kernel's own probe bound e1000e
     time.sleep(0.4)
     assert driver_of(kernel, NEW) == "e1000e", h.log_text()[-5:]
     assert [ev.driver for ev in let_go()] == ["e1000e"]
-    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    _bound_to_vfio(h)
     assert h.stop() == 0
 
 
 def test_a_probe_longer_than_the_wait_leaves_the_device_to_its_bind_uevent(
         tmp_path, monkeypatch):
     monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 0.2)
-    kernel, _ = sim(tmp_path)
-    h = Harness(tmp_path, kernel)
-    held, let_go = _hold_binds(h, NEW)
-    h.start()
-    h.idle()
+    kernel, h, held, let_go = _started(tmp_path)
     _add_nic(kernel)
     assert wait_for(lambda: any("still probing" in m for m in h.log_text()), 5), \
         h.log_text()[-5:]
@@ -80,22 +88,17 @@ def test_a_probe_longer_than_the_wait_leaves_the_device_to_its_bind_uevent(
     time.sleep(0.3)
     assert driver_of(kernel, NEW) == "e1000e"
     let_go()
-    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    _bound_to_vfio(h)
     assert h.stop() == 0
 
 
 def test_a_failed_probe_is_not_waited_for(tmp_path, monkeypatch):
     # No bind uevent follows a failed probe, and the link goes with it.
     monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
-    kernel, _ = sim(tmp_path)
-    h = Harness(tmp_path, kernel).start()
-    h.idle()
-    fault = ProbeFails("e1000e", address=NEW, times=1)
-    kernel.inject(fault)
-    t0 = time.monotonic()
+    kernel, h, _, _ = _started(tmp_path, hold=False)
+    kernel.inject(ProbeFails("e1000e", address=NEW, times=1))
     _add_nic(kernel)
-    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
-    assert time.monotonic() - t0 < 10
+    _bound_to_vfio(h)
     assert not any("still probing" in m for m in h.log_text())
     assert h.stop() == 0
 
@@ -103,20 +106,13 @@ def test_a_failed_probe_is_not_waited_for(tmp_path, monkeypatch):
 def test_a_replayed_add_of_a_bound_device_is_not_waited_for(tmp_path, monkeypatch):
     # udevadm trigger's add names the bound driver; no bind uevent follows it.
     monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
-    kernel, _ = sim(tmp_path)
-    h = Harness(tmp_path, kernel)
-    held, let_go = _hold_binds(h, NEW)
-    h.start()
-    h.idle()
+    kernel, h, _, _ = _started(tmp_path, hold=False)
     _add_nic(kernel)
-    assert wait_for(lambda: held, 5)
-    h.source.push(Event("add", NEW, "e1000e", 10_000))
-    # Still the first add's wait: the replay changes nothing until the
-    # probe's own bind uevent, after which both are handled.
-    time.sleep(0.3)
-    assert driver_of(kernel, NEW) == "e1000e"
-    let_go()
-    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    _bound_to_vfio(h)
+    h.idle()
+    h.source.push(Event("add", NEW, "vfio-pci", 10_000))
+    assert wait_idle(h.daemon, 5), "the replayed add was waited for"
+    assert not any("still probing" in m for m in h.log_text())
     assert h.stop() == 0
 
 
@@ -136,6 +132,6 @@ def test_the_sources_own_add_after_lost_uevents_is_not_waited_for(tmp_path, monk
     assert wait_for(lambda: len(seen) >= 2, 5)
     h.source.push = push
     push(Event("add", NEW))
-    assert wait_for(lambda: driver_of(kernel, NEW) == "vfio-pci", 10), h.log_text()[-5:]
+    _bound_to_vfio(h)
     assert not any("still probing" in m for m in h.log_text())
     assert h.stop() == 0
