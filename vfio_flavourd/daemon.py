@@ -244,8 +244,9 @@ class Daemon:
         """For an add event: False when the kernel's own probe of the new
         device has not ended within PROBE_WAIT (its bind uevent, which
         brings the device back here, not read; its driver link still
-        there).  Traced on 6.12, nothing the daemon reads waits for that
-        probe, and guards asked during it see only part of what it makes."""
+        there).  Traced on 6.12, reading driver_override did not wait for
+        that probe, and guards asked during it see only part of what it
+        makes."""
         link = f"sys/bus/pci/devices/{address}/driver"
         deadline = time.monotonic() + PROBE_WAIT
         while True:
