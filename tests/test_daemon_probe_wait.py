@@ -135,3 +135,16 @@ def test_the_sources_own_add_after_lost_uevents_is_not_waited_for(tmp_path, monk
     _bound_to_vfio(h)
     assert not any("still probing" in m for m in h.log_text())
     assert h.stop() == 0
+
+
+def test_a_device_the_policy_leaves_alone_is_not_waited_for(tmp_path, monkeypatch):
+    # The wait is for the guards, and only a bind asks them: an igb, which
+    # no rule names, is not held up while its bind uevent is kept back.
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 30.0)
+    kernel, h, held, let_go = _started(tmp_path)
+    kernel.add_device(NEW, 0x8086, 0x1521, 0x020000)
+    assert wait_for(lambda: held, 5)
+    assert wait_idle(h.daemon, 5), "a device no rule names waited for the kernel's probe"
+    assert driver_of(kernel, NEW) == "igb"
+    let_go()
+    assert h.stop() == 0

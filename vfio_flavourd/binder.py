@@ -19,7 +19,8 @@ import time
 
 from . import pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
-from .errors import DeviceGone, FlavourdError, ModprobeError, SysfsError, UnknownDevice
+from .errors import (DeviceGone, FlavourdError, ModprobeError, ProbeRunning, SysfsError,
+                     UnknownDevice)
 from .modprobe import driver_names, normalise_module
 from .owners import OURS, override_owner
 from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
@@ -33,7 +34,8 @@ class _StepFailed(Exception):
 
 class Binder:
     def __init__(self, sysfs, loader, vfio_modules: frozenset, state, *,
-                 settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
+                 settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None,
+                 await_probe=None):
         self.sysfs = sysfs
         self.loader = loader
         # All the binder needs of the variant index: the modules with
@@ -45,6 +47,11 @@ class Binder:
         self.unbind_timeout = unbind_timeout
         # Called with the address once a timed write has taken deadline.PATIENCE.
         self.on_slow = on_slow
+        # await_probe(address) -> bool, asked before the guards: whether the
+        # kernel's own probe of a device just added has ended (waiting a
+        # while for it).  The daemon's, which knows the add and bind
+        # uevents; None: the guards are asked at once.
+        self.await_probe = await_probe
 
     def __repr__(self) -> str:
         return f"<Binder {self.sysfs!r} {self.loader!r}>"
@@ -139,6 +146,11 @@ class Binder:
 
     def bind(self, dev: pci.PciDevice, module: str, rule=None, *, force=False,
              dry_run=False) -> Outcome:
+        # The guards, asked now and again should the kernel bind a driver
+        # behind our back (_override_sequence); None when forced.
+        check = None if force or (rule and rule.force) else self._refusals
+        if check is not None and not dev.is_bridge:
+            dev = self._probe_ended(dev)
         out = Outcome(dev.address, "bind", "failed", module=module, driver=dev.driver,
                       previous_driver=dev.driver, rule=rule.name if rule else None,
                       deadline=self.unbind_timeout or (rule and rule.unbind_timeout)
@@ -152,9 +164,6 @@ class Binder:
             out.message = (f"driver_override is {dev.driver_override!r}, set by {owner}; "
                            "leaving it alone (a rule with 'takeover: true' may take it)")
             return out
-        # The guards, asked now and again should the kernel bind a driver
-        # behind our back (_override_sequence); None when forced.
-        check = None if force or (rule and rule.force) else self._refusals
         if check is not None:
             reasons = check(dev)
             if reasons:
@@ -290,10 +299,25 @@ class Binder:
         from . import guards        # bind only: release needs none
         return guards.refusals(self.sysfs, dev)
 
+    def _probe_ended(self, dev: pci.PciDevice) -> pci.PciDevice:
+        """`dev` once the kernel's own probe of it (a device just added) has
+        ended, read again if that probe changed its driver meanwhile; raises
+        ProbeRunning, before anything is done, if it has not ended."""
+        if self.await_probe is None:
+            return dev
+        if not self.await_probe(dev.address):
+            raise ProbeRunning(dev.address)
+        if self.current_driver(dev.address) != dev.driver:
+            return pci.settled(self.sysfs, dev)
+        return dev
+
     def _ask_guards(self, check, address: str) -> None:
         """`check` (None when forced) on a fresh read of the device."""
         if check is None:
             return
+        if self.await_probe is not None and not self.await_probe(address):
+            raise _StepFailed("the kernel's own probe of the device has not ended, so "
+                              "its guards cannot be asked yet")
         now = pci.fresh(self.sysfs, address)
         reasons = check(now) if now is not None else []
         if reasons:

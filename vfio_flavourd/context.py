@@ -119,12 +119,13 @@ class Context:
     def loader(self, value) -> None:
         self._loader = value
 
-    def binder(self, settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None):
+    def binder(self, settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None,
+               await_probe=None):
         from .binder import Binder
         self.state.check_layout()   # a clear error before any device is touched
         return Binder(self.sysfs, self.loader, self.vfio_modules, self.state,
                       settle_timeout=settle_timeout, unbind_timeout=unbind_timeout,
-                      on_slow=on_slow)
+                      on_slow=on_slow, await_probe=await_probe)
 
     def owner_of(self, dev):
         from .owners import override_owner

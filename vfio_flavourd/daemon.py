@@ -13,10 +13,10 @@ the device to a woken worker instead cost each hotplug a wake-up, 2 to
 set flags), reloads, the watchdog and status.
 
 A device the kernel has just added is probed by the kernel itself at once.
-On its add event the daemon waits for that probe's bind uevent (or for
-the driver link to go, when the probe fails) before it reads and asks the
-guards, so that they see what the host driver made; past PROBE_WAIT the
-device is left to the bind uevent.
+Before its guards are asked, the daemon waits for that probe's bind
+uevent (or for the driver link to go, when the probe fails), so that they
+see what the host driver made; past PROBE_WAIT the device is left to the
+bind uevent.  It reads and decides on the device meanwhile.
 
 An unbind can take minutes or never return (deadline.py).  The reader
 hands the reading over before it binds, so reading never waits on a
@@ -40,7 +40,7 @@ import time
 
 from . import actions, log, pci
 from .context import Context
-from .errors import FlavourdError, PolicyError
+from .errors import FlavourdError, PolicyError, ProbeRunning
 
 REMOVE = "remove"
 SWITCH_INTERVAL = 0.0005      # seconds; see Daemon.run
@@ -215,9 +215,8 @@ class Daemon:
                 return
             if action == "bind" and self._settled_failure(ctx, address):
                 return
-            if action == "add" and not self._probe_over(ctx, address):
-                return
-            binder = ctx.binder(self.settle_timeout, on_slow=self._slow)
+            binder = ctx.binder(self.settle_timeout, on_slow=self._slow,
+                                await_probe=lambda a: self._probe_over(ctx, a))
             started = time.monotonic()
             d, out = actions.decide_and_carry_out(ctx, binder, address, dry_run=self.dry_run)
             if out is None:
@@ -227,6 +226,8 @@ class Daemon:
                 started = time.monotonic()
                 self._published(actions.carry_out(ctx, binder, member, dry_run=self.dry_run),
                                 started)
+        except ProbeRunning:
+            return      # logged by _probe_over; its bind uevent brings it back
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
@@ -241,12 +242,14 @@ class Daemon:
                 self.publisher.changed()
 
     def _probe_over(self, ctx, address: str) -> bool:
-        """For an add event: False when the kernel's own probe of the new
-        device has not ended within PROBE_WAIT (its bind uevent, which
-        brings the device back here, not read; its driver link still
-        there).  Traced on 6.12, reading driver_override did not wait for
-        that probe, and guards asked during it see only part of what it
-        makes."""
+        """Binder.await_probe, asked before the guards: False when the
+        kernel's own probe of a device just added has not ended within
+        PROBE_WAIT (its bind uevent, which brings the device back here, not
+        read; its driver link still there).  Traced on 6.12, reading
+        driver_override did not wait for that probe, and guards asked during
+        it see only part of what it makes.  Asked only there, after the
+        device is read and decided on, so that those steps overlap the
+        probe, and only for devices the policy binds."""
         link = f"sys/bus/pci/devices/{address}/driver"
         deadline = time.monotonic() + PROBE_WAIT
         while True:
@@ -256,7 +259,8 @@ class Daemon:
                 if address not in self._probing:
                     return True
             if ctx.sysfs.link(link) is None:
-                return True     # not probed yet (our probe waits for it), or it failed
+                return True     # not probed yet (the binder asks again should a driver
+                                # turn up: Binder._ask_guards), or it failed
             left = deadline - time.monotonic()
             if left <= 0:
                 self.log.info("%s: the kernel is still probing it after %g s; left to its "

@@ -53,3 +53,14 @@ class ModprobeError(FlavourdError):
     def __init__(self, module, message):
         self.module = module
         super().__init__(f"modprobe {module}: {message}")
+
+
+class ProbeRunning(Exception):
+    """Not a FlavourdError: nothing failed and nothing was done.  The
+    kernel's own probe of a device just added had not ended when its guards
+    were to be asked (Binder.await_probe); the device is left to the bind
+    uevent that probe sends."""
+
+    def __init__(self, address):
+        self.address = address
+        super().__init__(f"{address}: the kernel is still probing it")

@@ -1,0 +1,117 @@
+"""Binder.await_probe: the guards of a device just added are asked only once
+the kernel's own probe of it has ended, and on what that probe left.  The
+daemon reads and decides on the device meanwhile (daemon._probe_over)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vfio_flavourd import actions, guards
+from vfio_flavourd.errors import ProbeRunning
+
+from simhost import VIRTIO, driver_of, override_of
+from test_binder import VIRTIO_POLICY, host_ctx
+
+
+def _just_added(kernel):
+    """VIRTIO as the kernel has just added it: no driver yet."""
+    kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+
+
+def _asked(monkeypatch, refuse=False) -> list:
+    """Guards that record the driver they were asked about."""
+    asked = []
+
+    def refusals(sysfs, dev):
+        asked.append(dev.driver)
+        return ["network interface eth1 is up and has routes"] if refuse and dev.driver else []
+    monkeypatch.setattr(guards, "refusals", refusals)
+    return asked
+
+
+def _probe_ending(kernel, answers):
+    """An await_probe whose first call ends the kernel's probe (virtio-pci
+    bound) and which answers `answers` in turn; returns (await_probe, calls)."""
+    calls = []
+
+    def await_probe(address):
+        calls.append(address)
+        if len(calls) == 1 and driver_of(kernel, address) is None:
+            kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/bind", address)
+        return answers[len(calls) - 1]
+    return await_probe, calls
+
+
+def test_the_guards_see_the_driver_the_kernels_probe_bound_meanwhile(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    _just_added(kernel)
+    asked = _asked(monkeypatch)
+    await_probe, calls = _probe_ending(kernel, [True])
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=await_probe), VIRTIO)
+    assert calls == [VIRTIO]
+    assert asked == ["virtio-pci"]      # not the driverless read made before the wait
+    assert (o.result, o.driver, o.previous_driver) == ("bound", "virtio_vfio_pci", "virtio-pci")
+    assert "unbind from virtio-pci: write 0000:05:00.0 to sys/bus/pci/drivers/virtio-pci/unbind" \
+        in o.steps
+
+
+def test_a_probe_that_has_not_ended_leaves_everything_as_it_was(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    asked = _asked(monkeypatch)
+    with pytest.raises(ProbeRunning):
+        actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=lambda a: False), VIRTIO)
+    assert asked == []
+    assert driver_of(kernel, VIRTIO) == "virtio-pci"
+    assert override_of(kernel, VIRTIO) == "(null)"
+    assert ctx.state.get(VIRTIO) is None
+    assert actions.lock_is_free(ctx.root, VIRTIO)
+
+
+def _bound_at_the_override(kernel, monkeypatch):
+    """The kernel's probe binds virtio-pci as the binder writes the
+    override: after the guards were asked about the driverless device."""
+    write = kernel.sysfs.write
+
+    def racing(rel, value):
+        if rel == f"sys/bus/pci/devices/{VIRTIO}/driver_override" and value != "\n" \
+                and driver_of(kernel, VIRTIO) is None:
+            write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
+        write(rel, value)
+    monkeypatch.setattr(kernel.sysfs, "write", racing)
+
+
+@pytest.mark.parametrize("over", [True, False])
+def test_a_driver_turning_up_after_the_guards_is_waited_for_before_they_are_asked_again(
+        tmp_path, monkeypatch, over):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
+                                                           "fallback: none"))
+    _just_added(kernel)
+    _bound_at_the_override(kernel, monkeypatch)
+    asked = _asked(monkeypatch)
+    answers = [True, over]
+    calls = []
+
+    def await_probe(address):
+        calls.append(address)
+        return answers[len(calls) - 1]
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=await_probe), VIRTIO)
+    assert calls == [VIRTIO, VIRTIO]
+    if over:
+        assert asked == [None, "virtio-pci"]
+        assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
+    else:
+        assert asked == [None]          # never asked while the probe may still run
+        assert o.result == "failed" and "has not ended" in o.message, o.message
+        assert driver_of(kernel, VIRTIO) == "virtio-pci"
+        assert override_of(kernel, VIRTIO) == "(null)"
+
+
+def test_a_forced_bind_does_not_wait(tmp_path, monkeypatch):
+    # No guards, nothing to wait for: its unbind waits in the kernel.
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio",
+                                                           "flavour: vfio, force: true"))
+    calls = []
+    _, o = actions.decide_and_carry_out(
+        ctx, ctx.binder(0, await_probe=lambda a: calls.append(a) or False), VIRTIO)
+    assert calls == []
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
