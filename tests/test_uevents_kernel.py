@@ -6,6 +6,7 @@ import errno
 import socket
 import threading
 
+from vfio_flavourd import uevent_filter
 from vfio_flavourd.events import Event
 from vfio_flavourd.uevents_kernel import KernelSource, parse
 
@@ -92,11 +93,22 @@ def test_the_source_yields_pci_events_from_the_kernel_only_and_rescans_on_overfl
                    Event("bind", "0000:04:00.0", "virtio_vfio_pci", 2231)]
 
 
+def filter_length(sock) -> int:
+    """Instructions in the socket's classic BPF filter: SO_GET_FILTER with
+    no room for them says how many (socket.getsockopt cannot ask that)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    n = ctypes.c_uint(0)
+    assert libc.getsockopt(sock.fileno(), socket.SOL_SOCKET, 26, None, ctypes.byref(n)) == 0
+    return n.value
+
+
 def test_a_real_netlink_socket_opens_listens_and_closes():
     """Only listens: binding to the kernel's uevent group writes nothing."""
     src = KernelSource()
     try:
         assert src.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= KernelSource.RECEIVE_BUFFER
+        assert filter_length(src.sock) == len(uevent_filter.program()) // 8
         src.close()
         assert list(src) == []          # close() ends the iteration at once
     finally:

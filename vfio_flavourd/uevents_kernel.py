@@ -6,7 +6,8 @@ udevd's own messages, which kernel events do not carry, so each uevent of
 a NIC's unbind and probe (its net device, its queues, its virtio device)
 woke the reader thread, took the GIL and went through ctypes only to be
 dropped, while the worker was binding (bench figure 7).  This reader takes
-each datagram itself and drops all but SUBSYSTEM=pci with one bytes search.
+each datagram itself and drops all but SUBSYSTEM=pci with one bytes search,
+and the kernel drops most others before they wake it (uevent_filter).
 
 The kernel's format (lib/kobject_uevent.c): "ACTION@DEVPATH", then
 KEY=VALUE fields, each NUL-terminated, in one datagram to multicast group 1.
@@ -65,6 +66,7 @@ class KernelSource:
                                  NETLINK_KOBJECT_UEVENT)
             try:
                 self._grow_buffer(sock)
+                self._filter(sock)
                 sock.bind((0, KERNEL_GROUP))
             except OSError:
                 sock.close()
@@ -83,6 +85,16 @@ class KernelSource:
         if self.log:
             self.log.warning("cannot raise the uevent receive buffer to 1 MiB (%s); large "
                              "SR-IOV bursts make the daemon look at every device again", err)
+
+    def _filter(self, sock) -> None:
+        """Before bind, so that no other subsystem's uevent is queued."""
+        from .uevent_filter import attach
+        try:
+            attach(sock)
+        except OSError as e:
+            if self.log:
+                self.log.warning("cannot attach the uevent socket filter (%s); every "
+                                 "uevent wakes the daemon, which drops those not PCI", e)
 
     def close(self) -> None:
         os.write(self._wpipe, b"x")
