@@ -448,14 +448,9 @@ def test_taking_a_raced_device_back_asks_the_guards_first(tmp_path, monkeypatch)
     assert override_of(kernel, VIRTIO) == "(null)"
 
 
-def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
-        tmp_path, monkeypatch):
-    """The kernel's own probe binds the new device after the binder's read
-    (the guards saw it unbound) and before its override: the guards are
-    asked again about the bound device before any unbind."""
-    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
-                                                           "fallback: none"))
-    kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+def bound_at_the_override(kernel, monkeypatch) -> None:
+    """The kernel's probe binds virtio-pci to VIRTIO, if it has no driver,
+    as the binder writes its override: after the guards were asked."""
     write = kernel.sysfs.write
 
     def racing(rel, value):
@@ -464,6 +459,17 @@ def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
             write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
         write(rel, value)
     monkeypatch.setattr(kernel.sysfs, "write", racing)
+
+
+def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
+        tmp_path, monkeypatch):
+    """The kernel's own probe binds the new device after the binder's read
+    (the guards saw it unbound) and before its override: the guards are
+    asked again about the bound device before any unbind."""
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
+                                                           "fallback: none"))
+    kernel.sysfs.write("sys/bus/pci/drivers/virtio-pci/unbind", VIRTIO)
+    bound_at_the_override(kernel, monkeypatch)
     asked = guards_refusing_a_bound_device(monkeypatch)
     o = apply(ctx, [VIRTIO])[VIRTIO]
     assert asked == [None, "virtio-pci"]

@@ -10,7 +10,7 @@ from vfio_flavourd import actions, guards
 from vfio_flavourd.errors import ProbeRunning
 
 from simhost import VIRTIO, driver_of, override_of
-from test_binder import VIRTIO_POLICY, host_ctx
+from test_binder import VIRTIO_POLICY, bound_at_the_override, host_ctx
 
 
 def _just_added(kernel):
@@ -67,26 +67,13 @@ def test_a_probe_that_has_not_ended_leaves_everything_as_it_was(tmp_path, monkey
     assert actions.lock_is_free(ctx.root, VIRTIO)
 
 
-def _bound_at_the_override(kernel, monkeypatch):
-    """The kernel's probe binds virtio-pci as the binder writes the
-    override: after the guards were asked about the driverless device."""
-    write = kernel.sysfs.write
-
-    def racing(rel, value):
-        if rel == f"sys/bus/pci/devices/{VIRTIO}/driver_override" and value != "\n" \
-                and driver_of(kernel, VIRTIO) is None:
-            write("sys/bus/pci/drivers/virtio-pci/bind", VIRTIO)
-        write(rel, value)
-    monkeypatch.setattr(kernel.sysfs, "write", racing)
-
-
 @pytest.mark.parametrize("over", [True, False])
 def test_a_driver_turning_up_after_the_guards_is_waited_for_before_they_are_asked_again(
         tmp_path, monkeypatch, over):
     kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY.replace("flavour: vfio", "flavour: vfio, "
                                                            "fallback: none"))
     _just_added(kernel)
-    _bound_at_the_override(kernel, monkeypatch)
+    bound_at_the_override(kernel, monkeypatch)
     asked = _asked(monkeypatch)
     answers = [True, over]
     calls = []
