@@ -148,3 +148,30 @@ def test_a_device_the_policy_leaves_alone_is_not_waited_for(tmp_path, monkeypatc
     assert driver_of(kernel, NEW) == "igb"
     let_go()
     assert h.stop() == 0
+
+
+def test_a_group_member_still_probing_does_not_stop_the_others(tmp_path, monkeypatch):
+    # A multi-function card's functions are added and probed together; a
+    # 'group: all' rule on the first must not give up on the third because
+    # the kernel still probes the second.
+    from simhost import build_host, make_ctx, write_policy
+    from vfio_flavourd.daemon import Daemon
+    from vfio_flavourd.notify import Notifier
+    monkeypatch.setattr(daemon_mod, "PROBE_WAIT", 0.1)
+    b = build_host(tmp_path)
+    b.bridge("0000:00:07.0", secondary=0x07)
+    for fn in range(3):
+        b.device(f"0000:07:00.{fn}", 0x8086, 0x10D3, 0x020000, driver="e1000e",
+                 iommu_group=77)
+    kernel = b.kernel()
+    write_policy(tmp_path, """\
+        version: 1
+        rules:
+          - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
+        """)
+    d = Daemon(make_ctx(kernel), None, Notifier(environ={}), settle_timeout=0)
+    d._probing.add("0000:07:00.1")      # its add read, its bind uevent not yet
+    d.handle("0000:07:00.0", "add")
+    assert [driver_of(kernel, f"0000:07:00.{fn}") for fn in range(3)] == \
+        ["vfio-pci", "e1000e", "vfio-pci"]
+    assert d.counts["bound"] == 2 and d.counts["failed"] == 0

@@ -224,8 +224,18 @@ class Daemon:
             self._published(out, started)
             for member in actions.expand_groups(ctx, [d])[1:]:
                 started = time.monotonic()
-                self._published(actions.carry_out(ctx, binder, member, dry_run=self.dry_run),
-                                started)
+                try:
+                    out = actions.carry_out(ctx, binder, member, dry_run=self.dry_run)
+                except ProbeRunning:
+                    # A function added with it (a multi-function card) whose
+                    # probe outlasts the wait: the others go on.
+                    self.log.warning("%s: left on its host driver, though in IOMMU group %s "
+                                     "with %s (group: all); a reload or %s's next add "
+                                     "event tries again", member.device.address,
+                                     d.device.iommu_group, address, address,
+                                     extra={"fields": {"PCI_SLOT": member.device.address}})
+                    continue
+                self._published(out, started)
         except ProbeRunning:
             return      # logged by _probe_over; its bind uevent brings it back
         except FlavourdError as e:
