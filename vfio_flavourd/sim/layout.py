@@ -245,6 +245,7 @@ class Layout:
     def net(self, d: SimDevice, n: NetChild) -> None:
         base = f"{d.sys_dir}/net/{n.ifname}"
         self.mkdir(base)
+        self.write(f"{base}/uevent", f"INTERFACE={n.ifname}\nIFINDEX={n.ifindex}\n")
         self.write(f"{base}/operstate", "up\n" if n.up else "down\n", 0o444)
         self.write(f"{base}/flags", "0x1003\n" if n.up else "0x1002\n", 0o644)
         self.write(f"{base}/address", n.mac + "\n", 0o444)
@@ -260,11 +261,13 @@ class Layout:
     def disk(self, d: SimDevice, k: DiskChild) -> None:
         ctrl = f"{d.sys_dir}/nvme/{k.ctrl}"
         self.mkdir(ctrl)
+        self.write(f"{ctrl}/uevent", f"MAJOR=241\nMINOR={int(k.ctrl[4:] or 0)}\n")
         self.write(f"{ctrl}/dev", f"{241}:{int(k.ctrl[4:] or 0)}\n", 0o444)
         self.write(f"{ctrl}/state", "live\n", 0o444)
         for name, minor, part in self._block_nodes(k):
             path = f"{ctrl}/{k.name}" + (f"/{name}" if part else "")
             self.mkdir(f"{path}/holders")
+            self.write(f"{path}/uevent", f"MAJOR={k.major}\nMINOR={minor}\nDEVNAME={name}\n")
             self.write(f"{path}/dev", f"{k.major}:{minor}\n", 0o444)
             if part:
                 self.write(f"{path}/partition", f"{part}\n", 0o444)
