@@ -320,7 +320,77 @@ def test_an_interface_named_power_is_still_seen(tree):
     (dev / "power").mkdir()
     tree.file(f"{DEV}/power/control", "auto\n")
     tree.file(f"{DEV}/net/power/operstate", "up\n")
+    tree.file(f"{DEV}/net/power/uevent", "INTERFACE=power\n")     # a device, as every one
     tree.file("proc/net/route", "Iface\tDestination\npower\t00000000\n")
     assert tree.refusals() == ["network interface power is up and has routes"]
     names = [n[0] for n in guards._descendants(Sysfs(Root(tree.root)), ADDR)]
     assert names == ["net", "power"]          # net/power; the device's power/ not walked
+
+
+def _kernel_nic(tree, queues=2):
+    """A virtio NIC laid out as the driver core lays it out: every device
+    with a uevent; net/ a class directory; queues/ and statistics/ no
+    devices."""
+    tree.file(f"{DEV}/uevent", "PCI_SLOT_NAME=" + ADDR + "\n")
+    tree.file(f"{DEV}/msi_irqs/25", "msix\n")
+    base = f"{DEV}/virtio3"
+    tree.file(f"{base}/uevent", "")
+    tree.file(f"{base}/net/eth7/uevent", "INTERFACE=eth7\n")
+    tree.file(f"{base}/net/eth7/operstate", "up\n")
+    tree.file(f"{base}/net/eth7/statistics/rx_bytes", "0\n")
+    for q in range(queues):
+        tree.file(f"{base}/net/eth7/queues/rx-{q}/rps_cpus", "0\n")
+        tree.file(f"{base}/net/eth7/queues/tx-{q}/byte_queue_limits/limit", "0\n")
+    tree.file("proc/net/route", "Iface\tDestination\neth7\t00000000\n")
+
+
+def _walked(tree):
+    top = str(tree.root / DEV)
+    return sorted(n[1][len(top) + 1:] for n in guards._descendants(Sysfs(Root(tree.root)), ADDR))
+
+
+def test_a_group_below_a_device_is_walked_but_not_what_no_device_can_be_in(tree):
+    _kernel_nic(tree)
+    assert _walked(tree) == [
+        "msi_irqs", "virtio3", "virtio3/net", "virtio3/net/eth7",
+        "virtio3/net/eth7/queues", "virtio3/net/eth7/statistics"]
+    assert tree.refusals() == ["network interface eth7 is up and has routes"]
+
+
+def test_a_device_in_a_class_directory_is_found_at_any_depth(tree):
+    # nvme/ and block/ are class directories; nvme0, its namespace and its
+    # partition are devices, each in its parent device's directory.
+    _kernel_nic(tree, queues=0)
+    for rel in ("nvme/nvme0", "nvme/nvme0/nvme0n1", "nvme/nvme0/nvme0n1/nvme0n1p1"):
+        tree.file(f"{DEV}/{rel}/uevent", "")
+    tree.file(f"{DEV}/nvme/nvme0/nvme0n1/dev", "259:0\n")
+    tree.file(f"{DEV}/nvme/nvme0/nvme0n1/nvme0n1p1/dev", "259:1\n")
+    for name in ("nvme0n1", "nvme0n1p1"):
+        os.makedirs(tree.root / "sys/class/block", exist_ok=True)
+        os.symlink(tree.root / DEV / "nvme/nvme0" / ("nvme0n1" if name == "nvme0n1"
+                                                     else "nvme0n1/nvme0n1p1"),
+                   tree.root / f"sys/class/block/{name}")
+    sysfs = Sysfs(Root(tree.root))
+    assert guards.block_devices(sysfs, ADDR) == {"nvme0n1": "259:0", "nvme0n1p1": "259:1"}
+
+
+def test_without_uevents_in_the_tree_everything_is_walked(tree):
+    # A copied tree may lack them: nothing is left out then.
+    _kernel_nic(tree, queues=1)
+    for p in (tree.root / DEV).rglob("uevent"):
+        p.unlink()
+    assert "virtio3/net/eth7/queues/tx-0/byte_queue_limits" in _walked(tree)
+
+
+def test_a_directory_whose_uevent_cannot_be_looked_at_is_walked(tree, monkeypatch):
+    _kernel_nic(tree, queues=1)
+    lstat = os.lstat
+
+    def refusing(path, *a, **k):
+        if str(path).endswith("rx-0/uevent"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return lstat(path, *a, **k)
+    monkeypatch.setattr(os, "lstat", refusing)
+    walked = _walked(tree)
+    assert "virtio3/net/eth7/queues/rx-0" in walked
+    assert "virtio3/net/eth7/queues/tx-0" not in walked
