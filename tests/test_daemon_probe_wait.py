@@ -6,6 +6,7 @@ and past that leaves the device to the bind uevent."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -169,9 +170,27 @@ def test_a_group_member_still_probing_does_not_stop_the_others(tmp_path, monkeyp
         rules:
           - {name: g, match: {address: "0000:07:00.0"}, flavour: vfio, group: all}
         """)
-    d = Daemon(make_ctx(kernel), None, Notifier(environ={}), settle_timeout=0)
+    logged = []
+    logger = logging.getLogger(f"test-group-{id(logged)}")
+    logger.propagate = False
+    handler = logging.Handler()
+    handler.emit = lambda r: logged.append(r.getMessage())
+    logger.addHandler(handler)
+    d = Daemon(make_ctx(kernel), None, Notifier(environ={}), settle_timeout=0, logger=logger)
     d._probing.add("0000:07:00.1")      # its add read, its bind uevent not yet
     d.handle("0000:07:00.0", "add")
     assert [driver_of(kernel, f"0000:07:00.{fn}") for fn in range(3)] == \
         ["vfio-pci", "e1000e", "vfio-pci"]
     assert d.counts["bound"] == 2 and d.counts["failed"] == 0
+    # What the log promises is what brings it back: not its bind uevent.
+    assert [m for m in logged if "still probing" in m] == [
+        "0000:07:00.1: the kernel is still probing it after 0.1 s, so it stays on its host "
+        "driver, though 'group: all' takes IOMMU group 77 with 0000:07:00.0; the group is "
+        "not viable until it moves (release and apply 0000:07:00.0 again)"]
+    from vfio_flavourd import actions, pci
+    ctx = d.ctx
+    binder = ctx.binder(0)
+    assert binder.release(pci.fresh(ctx.sysfs, "0000:07:00.0")).result == "released"
+    for dec in actions.expand_groups(ctx, actions.decisions_for(ctx, ["0000:07:00.0"])):
+        actions.carry_out(ctx, binder, dec)
+    assert [driver_of(kernel, f"0000:07:00.{fn}") for fn in range(3)] == ["vfio-pci"] * 3

@@ -228,16 +228,26 @@ class Daemon:
                     out = actions.carry_out(ctx, binder, member, dry_run=self.dry_run)
                 except ProbeRunning:
                     # A function added with it (a multi-function card) whose
-                    # probe outlasts the wait: the others go on.
-                    self.log.warning("%s: left on its host driver, though in IOMMU group %s "
-                                     "with %s (group: all); a reload or %s's next add "
-                                     "event tries again", member.device.address,
-                                     d.device.iommu_group, address, address,
-                                     extra={"fields": {"PCI_SLOT": member.device.address}})
+                    # probe outlasts the wait: the others go on.  Its own
+                    # bind uevent does not bring the group back, and neither
+                    # does a reload: its rule's device is on vfio already.
+                    if not self._stop.is_set():
+                        self.log.warning(
+                            "%s: the kernel is still probing it after %g s, so it stays on "
+                            "its host driver, though 'group: all' takes IOMMU group %s with "
+                            "%s; the group is not viable until it moves (release and apply "
+                            "%s again)", member.device.address, PROBE_WAIT,
+                            d.device.iommu_group, address, address,
+                            extra={"fields": {"PCI_SLOT": member.device.address}})
                     continue
                 self._published(out, started)
         except ProbeRunning:
-            return      # logged by _probe_over; its bind uevent brings it back
+            # Its bind uevent, once the probe ends, brings it back here.
+            if not self._stop.is_set():
+                self.log.info("%s: the kernel is still probing it after %g s; left to its "
+                              "bind uevent", address, PROBE_WAIT,
+                              extra={"fields": {"PCI_SLOT": address}})
+            return
         except FlavourdError as e:
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
@@ -273,10 +283,7 @@ class Daemon:
                                 # turn up: Binder._ask_guards), or it failed
             left = deadline - time.monotonic()
             if left <= 0:
-                self.log.info("%s: the kernel is still probing it after %g s; left to its "
-                              "bind uevent", address, PROBE_WAIT,
-                              extra={"fields": {"PCI_SLOT": address}})
-                return False
+                return False    # the caller says what becomes of the device
             with self._cond:
                 if address in self._probing:
                     self._cond.wait(min(left, 0.05))
