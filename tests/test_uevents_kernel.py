@@ -5,6 +5,7 @@ kernel says it dropped events."""
 import errno
 import socket
 import threading
+import time
 
 from vfio_flavourd import uevent_filter
 from vfio_flavourd.events import Event
@@ -53,7 +54,9 @@ class FakeNetlink:
     def fileno(self):
         return self.r.fileno()
 
-    def recvfrom(self, size):
+    def recvfrom(self, size, flags=0):
+        if flags & socket.MSG_DONTWAIT and not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
         self.r.recv(1)
         data, sender, error = self.queue.pop(0)
         if error:
@@ -81,7 +84,6 @@ def test_the_source_yields_pci_events_from_the_kernel_only_and_rescans_on_overfl
     fake.feed(PCI_ADD)
     fake.feed(None, error=errno.ENOBUFS)
     fake.feed(PCI_BIND)
-    import time
     deadline = time.monotonic() + 10
     while len(got) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -91,6 +93,28 @@ def test_the_source_yields_pci_events_from_the_kernel_only_and_rescans_on_overfl
     assert got == [Event("add", "0000:04:00.0", None, 2210),
                    Event("add", "0000:01:00.0"), Event("add", "0000:02:00.0"),
                    Event("bind", "0000:04:00.0", "virtio_vfio_pci", 2231)]
+
+
+def test_poll_gives_what_is_queued_at_once_and_none_once_closed():
+    """The daemon's holder of the reading reads between the iterator's
+    turns: poll() never blocks past its timeout, drains every datagram
+    queued, and says when the source is closed."""
+    fake = FakeNetlink()
+    src = KernelSource(rescan=lambda: ["0000:01:00.0"], sock=fake)
+    t0 = time.monotonic()
+    assert src.poll(0.05) == []
+    assert time.monotonic() - t0 >= 0.04
+    fake.feed(PCI_ADD)
+    fake.feed(NET_ADD)
+    fake.feed(None, error=errno.ENOBUFS)
+    fake.feed(PCI_BIND)
+    assert src.poll(0) == [Event("add", "0000:04:00.0", None, 2210), Event("add", "0000:01:00.0"),
+                           Event("bind", "0000:04:00.0", "virtio_vfio_pci", 2231)]
+    assert fake.queue == []
+    assert src.poll(0) == []
+    src.close()
+    assert src.poll(1) is None
+    assert list(src) == []      # the iterator ends as well
 
 
 def filter_length(sock) -> int:

@@ -26,6 +26,7 @@ from .owners import OURS, override_owner
 from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
 from .pci import fresh, is_vfio_driver  # noqa: F401  (fresh: re-exported)
 from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
+from .waits import before_wait
 
 
 class _StepFailed(Exception):
@@ -105,6 +106,7 @@ class Binder:
             have = self.current_driver(address)
             if have == want or time.monotonic() >= deadline:
                 return have
+            before_wait()
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -129,6 +131,7 @@ class Binder:
         names = driver_names(self.sysfs, module)
         if not names:
             out.steps.append(f"modprobe {module}")
+            before_wait()
             try:
                 self.loader.load(module)
             except ModprobeError as e:
@@ -174,6 +177,7 @@ class Binder:
         if is_vfio_driver(dev, self.vfio_modules):
             # An upgrade from vfio-pci to a variant: never under a user.
             from .iommu import open_holders     # only for an upgrade
+            before_wait()       # it reads every process's descriptors
             holders = open_holders(self.sysfs, dev.address, dev.iommu_group)
             if holders:
                 out.result = "refused"

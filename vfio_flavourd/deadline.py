@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 from .errors import FlavourdError, SysfsError
+from .waits import before_wait
 
 from .outcome import DEFAULT_DEADLINE as DEFAULT_TIMEOUT  # noqa: E402  (one number)
 # After this long the write is "slow": the daemon's other workers carry on.
@@ -119,6 +120,7 @@ def in_thread(fn: Callable[[], None], rel: str, value: str, seconds: float,
     with _idle_lock:
         helper = _idle.pop() if _idle else _Helper()
     helper.jobs.put(p)
+    before_wait()
     if not _wait(p.done.wait, seconds, on_slow):
         # Abandoned: it rejoins the idle helpers if the kernel ever returns.
         p.when_done(lambda: _release(helper))
@@ -337,6 +339,10 @@ def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow,
             keep: bool = False) -> None:
     """Wait for the writer's report on one write; the writer goes back to
     the idle ones unless `keep` (a second write is still to come)."""
+    # The write is in the writer's hands (asked for, or the second of a
+    # request): this thread waits now.
+    before_wait()
+
     def ready(t: float) -> bool:
         return bool(select.select([writer.sock], [], [], max(t, 0))[0])
     # The last look is at once: a report sent just before the deadline is

@@ -54,6 +54,20 @@ class FakeSource:
                 return
             yield ev
 
+    def poll(self, timeout: float):
+        """What is queued, waiting up to `timeout` for the first; None once
+        closed (the end stays queued for the iterator)."""
+        out = []
+        try:
+            ev = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+            while ev is not None:
+                out.append(ev)
+                ev = self._q.get_nowait()
+            self._q.put(None)
+        except queue.Empty:
+            return out
+        return out or None
+
 
 class UdevSource:
     """PCI uevents from netlink through pyudev.  `source` is "udev" (events
@@ -94,6 +108,22 @@ class UdevSource:
             ev = to_event(device)
             if ev is not None:
                 yield ev
+
+    def poll(self, timeout: float):
+        """The events queued, waiting up to `timeout` for the first; None
+        once closed (KernelSource.poll)."""
+        r, _, _ = select.select([self.monitor.fileno(), self._rpipe], [], [], timeout)
+        if self._rpipe in r:
+            return None
+        out = []
+        while r:
+            device = self.monitor.poll(timeout=0)
+            if device is None:
+                break
+            ev = to_event(device)
+            if ev is not None:
+                out.append(ev)
+        return out
 
 
 def udevd_running(control: str = "/run/udev/control") -> bool:

@@ -256,6 +256,8 @@ class DeviceLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                from .waits import before_wait
+                before_wait()       # someone else holds it: this thread waits
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     from .errors import FlavourdError

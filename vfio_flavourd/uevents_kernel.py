@@ -105,22 +105,40 @@ class KernelSource:
             if self._rpipe in ready:
                 return
             try:
-                data, sender = self.sock.recvfrom(1 << 16)
+                yield from self._receive(0)
             except (BlockingIOError, InterruptedError):
                 continue
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    raise
-                if self.log:
-                    self.log.warning("the kernel dropped uevents (receive buffer full); "
-                                     "looking at every PCI device again")
-                for address in (self.rescan() if self.rescan else ()):
-                    yield Event("add", address)
-                continue
-            # Only the kernel (port id 0) sends to this group as itself; a
-            # process would need CAP_NET_ADMIN, and is not listened to.
-            if not isinstance(sender, tuple) or sender[0] != 0:
-                continue
-            ev = parse(data)
-            if ev is not None:
-                yield ev
+
+    def poll(self, timeout: float):
+        """The events the kernel has sent, waiting up to `timeout` for the
+        first; None once closed.  For the daemon's thread that holds the
+        reading between its turns of the iterator (never both at once)."""
+        ready, _, _ = select.select([self.sock, self._rpipe], [], [], timeout)
+        if self._rpipe in ready:
+            return None
+        out = []
+        while ready:
+            try:
+                out += self._receive(socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+        return out
+
+    def _receive(self, flags: int) -> list:
+        """The events in one datagram (one uevent; or, when the kernel says
+        it dropped some, an add for every device to look at again)."""
+        try:
+            data, sender = self.sock.recvfrom(1 << 16, flags)
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            if self.log:
+                self.log.warning("the kernel dropped uevents (receive buffer full); "
+                                 "looking at every PCI device again")
+            return [Event("add", address) for address in (self.rescan() if self.rescan else ())]
+        # Only the kernel (port id 0) sends to this group as itself; a
+        # process would need CAP_NET_ADMIN, and is not listened to.
+        if not isinstance(sender, tuple) or sender[0] != 0:
+            return []
+        ev = parse(data)
+        return [] if ev is None else [ev]
