@@ -78,6 +78,31 @@ def test_a_module_whose_driver_is_registered_is_not_modprobed_again(tmp_path):
     assert "modprobe" not in [op.kind for op in kernel.ops[n:]]
 
 
+def test_a_driver_known_from_the_last_load_is_checked_with_one_link(tmp_path):
+    # The binders of one context remember which driver a module registered,
+    # and ask the kernel only whether that driver is registered by it still.
+    kernel, ctx = host_ctx(tmp_path, VFS % "")
+    listed = []
+    entries = kernel.sysfs.entries
+    kernel.sysfs.entries = lambda rel: (listed.append(rel), entries(rel))[1]
+    assert apply(ctx, [VF0])[VF0].result == "bound"
+    assert "sys/module/mlx5_vfio_pci/drivers" in listed
+    del listed[:]
+    o = apply(ctx, [VF1])[VF1]
+    assert (o.result, o.driver) == ("bound", "mlx5_vfio_pci")
+    assert o.steps[0] == "module mlx5_vfio_pci registers driver mlx5_vfio_pci"
+    assert not [r for r in listed if r.startswith("sys/module/")], listed
+    # Unloaded since (its devices released first): loaded again, not taken
+    # for loaded on the strength of what was remembered.
+    for a in (VF0, VF1):
+        assert ctx.binder(0).release(actions.fresh(ctx.sysfs, a)).result == "released"
+    ctx.loader.unload("mlx5_vfio_pci")
+    n = len(kernel.ops)
+    o = apply(ctx, [VF0])[VF0]
+    assert (o.result, o.driver) == ("bound", "mlx5_vfio_pci")
+    assert "modprobe" in [op.kind for op in kernel.ops[n:]]
+
+
 def test_silent_probe_failure_is_caught_and_fallback_used(tmp_path):
     kernel, ctx = host_ctx(tmp_path, VFS % "")
     kernel.inject(ProbeFails("mlx5_vfio_pci", address=VF0))

@@ -21,7 +21,7 @@ from . import pci
 from .deadline import DEFAULT_TIMEOUT, Stuck
 from .errors import (DeviceGone, FlavourdError, ModprobeError, ProbeRunning, SysfsError,
                      UnknownDevice)
-from .modprobe import driver_names, normalise_module
+from .modprobe import driver_names, module_of_driver, normalise_module
 from .owners import OURS, override_owner
 from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
 from .pci import fresh, is_vfio_driver  # noqa: F401  (fresh: re-exported)
@@ -36,7 +36,7 @@ class _StepFailed(Exception):
 class Binder:
     def __init__(self, sysfs, loader, vfio_modules: frozenset, state, *,
                  settle_timeout: float = 1.0, unbind_timeout=None, on_slow=None,
-                 await_probe=None):
+                 await_probe=None, drivers=None):
         self.sysfs = sysfs
         self.loader = loader
         # All the binder needs of the variant index: the modules with
@@ -53,6 +53,9 @@ class Binder:
         # while for it).  The daemon's, which knows the add and bind
         # uevents; None: the guards are asked at once.
         self.await_probe = await_probe
+        # {module: the PCI driver it registered when last loaded}, kept by
+        # the caller across binders (the daemon's, per policy); see load().
+        self.drivers = {} if drivers is None else drivers
 
     def __repr__(self) -> str:
         return f"<Binder {self.sysfs!r} {self.loader!r}>"
@@ -128,6 +131,13 @@ class Binder:
         # A module whose PCI driver is registered is loaded: no modprobe
         # process for it (under QEMU/TCG that process was a third of
         # `apply`).  Otherwise kmod decides, as before.
+        known = self.drivers.get(module)
+        if known is not None and module_of_driver(self.sysfs, known) == normalise_module(module):
+            # The driver it registered last time is registered now, and by
+            # it: one readlink instead of listing sys/module/M/drivers
+            # (five system calls, each of a hotplug's).
+            out.steps.append(f"module {module} registers driver {known}")
+            return known
         names = driver_names(self.sysfs, module)
         if not names:
             out.steps.append(f"modprobe {module}")
@@ -138,6 +148,7 @@ class Binder:
                 raise _StepFailed(str(e)) from None
         driver = self.resolve_driver(module, names)
         out.steps.append(f"module {module} registers driver {driver}")
+        self.drivers[module] = driver
         return driver
 
     # -- ownership ----------------------------------------------------------------

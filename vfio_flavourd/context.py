@@ -23,6 +23,9 @@ class Context:
         self._warned: set = set()
         self._state = None
         self._loader = None
+        # {module: PCI driver it registered}: Binder.load's, shared by the
+        # binders made here (a reload makes a new context, and a new one).
+        self.drivers: dict = {}
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -125,7 +128,7 @@ class Context:
         self.state.check_layout()   # a clear error before any device is touched
         return Binder(self.sysfs, self.loader, self.vfio_modules, self.state,
                       settle_timeout=settle_timeout, unbind_timeout=unbind_timeout,
-                      on_slow=on_slow, await_probe=await_probe)
+                      on_slow=on_slow, await_probe=await_probe, drivers=self.drivers)
 
     def owner_of(self, dev):
         from .owners import override_owner
