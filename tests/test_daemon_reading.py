@@ -1,5 +1,5 @@
 """The thread that reads an event and binds its device keeps the reading
-while it works, and gives it up before it waits (daemon._let_go, waits.py)."""
+while it works, and gives it up before it waits (daemon._let_go, deadline.before_wait)."""
 
 import threading
 import time

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from . import pci
-from .deadline import DEFAULT_TIMEOUT, Stuck
+from .deadline import DEFAULT_TIMEOUT, Stuck, before_wait
 from .errors import (DeviceGone, FlavourdError, ModprobeError, ProbeRunning, SysfsError,
                      UnknownDevice)
 from .modprobe import driver_names, module_of_driver, normalise_module
@@ -26,7 +26,6 @@ from .owners import OURS, override_owner
 from .outcome import OK_RESULTS, Outcome  # noqa: F401  (re-exported)
 from .pci import fresh, is_vfio_driver  # noqa: F401  (fresh: re-exported)
 from .root import PCI_BUS, PCI_DEVICES, PCI_DRIVERS
-from .waits import before_wait
 
 
 class _StepFailed(Exception):

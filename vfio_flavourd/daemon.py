@@ -4,13 +4,17 @@ Threads: a pool of at least two.  One at a time reads the event source
 (the reader) into a pending set keyed by address, so that a burst of
 1,000 VF adds can neither overflow nor be lost: one entry per device,
 however many events.  The others bind.  When an event comes and another
-thread is idle, the reader hands it the reading and binds the device
-itself (leader and followers): the thread that is already awake takes
-the device, and the one woken reads the events that come next.  Handing
+thread is idle, the reader binds the device itself (leader and
+followers): the thread that is already awake takes the device.  Handing
 the device to a woken worker instead cost each hotplug a wake-up, 2 to
 12 ms under QEMU/TCG while the kernel was still probing the new device
-(bench figure 7).  The main thread handles signals (whose handlers only
-set flags), reloads, the watchdog and status.
+(bench figure 7).  It keeps the reading while it works and reads nothing
+meanwhile (what comes waits in the socket), so that no thread wakes to
+contend with it; it reads the source itself while it waits for the
+kernel's probe, and gives the reading up to the idle thread before it
+waits on anything else (deadline.before_wait).  The main thread handles
+signals (whose handlers only set flags), reloads, the watchdog and
+status.
 
 A device the kernel has just added is probed by the kernel itself at once.
 Before its guards are asked, the daemon waits for that probe's bind
@@ -18,9 +22,9 @@ uevent (or for the driver link to go, when the probe fails), so that they
 see what the host driver made; past PROBE_WAIT the device is left to the
 bind uevent.  It reads and decides on the device meanwhile.
 
-An unbind can take minutes or never return (deadline.py).  The reader
-hands the reading over before it binds, so reading never waits on a
-write.  When every thread that binds is waiting on such a slow write,
+An unbind can take minutes or never return (deadline.py).  The thread
+that binds gives the reading up before it waits on one, so reading
+never waits on a write.  When every thread that binds is waiting on such a slow write,
 another is started for the rest of the queue (up to MAX_WORKERS); the
 pool shrinks back to two once the queue is empty.  No two threads ever
 hold the same device.  Past its deadline a device is
@@ -38,7 +42,7 @@ import threading
 import time
 
 
-from . import actions, log, pci, waits
+from . import actions, deadline, log, pci
 from .context import Context
 from .errors import FlavourdError, PolicyError, ProbeRunning
 
@@ -202,7 +206,7 @@ class Daemon:
             self._cond.notify_all()
 
     def _let_go(self) -> None:
-        """The holder gives the reading up before it waits (waits.before_wait)
+        """The holder gives the reading up before it waits (deadline.before_wait)
         or logs: an idle thread reads on, one started if none is left."""
         if self._holder != threading.get_ident():
             return
@@ -235,7 +239,7 @@ class Daemon:
         try:
             if action == REMOVE and pci.is_address(address) and \
                     not ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
-                waits.before_wait()     # as before any log: journald may be slow
+                deadline.before_wait()     # as before any log: journald may be slow
                 if ctx.state.get(address) is not None:
                     ctx.state.update(address, None)
                     self.log.info("%s: removed; forgotten", address,
@@ -247,7 +251,7 @@ class Daemon:
                 if action not in ("bind", "unbind") and not actions.lock_is_free(
                         ctx.root, address):
                     return      # the write is still in the kernel
-                waits.before_wait()
+                deadline.before_wait()
                 self.log.info("%s: %s event for a device that was stuck; the kernel has "
                               "finished, checking it again", address, action,
                               extra={"fields": {"PCI_SLOT": address}})
@@ -266,7 +270,7 @@ class Daemon:
                                 await_probe=lambda a: self._probe_over(ctx, a))
             started = time.monotonic()
             d, out = actions.decide_and_carry_out(ctx, binder, address, dry_run=self.dry_run)
-            waits.before_wait()
+            deadline.before_wait()
             if out is None:
                 return          # gone before we got to it: its remove event follows
             self._published(out, started)
@@ -291,20 +295,20 @@ class Daemon:
                 self._published(out, started)
         except ProbeRunning:
             # Its bind uevent, once the probe ends, brings it back here.
-            waits.before_wait()
+            deadline.before_wait()
             if not self._stop.is_set():
                 self.log.info("%s: the kernel is still probing it after %g s; left to its "
                               "bind uevent", address, PROBE_WAIT,
                               extra={"fields": {"PCI_SLOT": address}})
             return
         except FlavourdError as e:
-            waits.before_wait()
+            deadline.before_wait()
             if ctx.sysfs.exists(f"sys/bus/pci/devices/{address}"):
                 self.counts["failed"] += 1
                 self.log.warning("%s: %s", address, e, extra={"fields": {
                     "PCI_SLOT": address, "MESSAGE_ID": log.MSG_FAILED}})
         except Exception:
-            waits.before_wait()
+            deadline.before_wait()
             self.counts["failed"] += 1
             self.log.exception("%s: unexpected error while handling %s", address, action)
         finally:
@@ -415,7 +419,7 @@ class Daemon:
                         continue            # is still bound
                 address, action = item
                 try:
-                    with waits.hook(self._let_go):
+                    with deadline.waiting_hook(self._let_go):
                         self.handle(address, action)
                 finally:
                     with self._cond:

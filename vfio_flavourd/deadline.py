@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 from .errors import FlavourdError, SysfsError
-from .waits import before_wait
 
 from .outcome import DEFAULT_DEADLINE as DEFAULT_TIMEOUT  # noqa: E402  (one number)
 # After this long the write is "slow": the daemon's other workers carry on.
@@ -135,23 +134,57 @@ _writers: list = []         # idle writers
 _held = _thread._local()
 
 
-class holding:
+class _ThisThread:
+    """Sets one of this thread's settings (`name` on _held) for a block;
+    the one before is restored after it."""
+    name = ""
+
+    def __init__(self, value):
+        self.value, self._prev = value, None
+
+    def __enter__(self):
+        self._prev = getattr(_held, self.name, None)
+        setattr(_held, self.name, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(_held, self.name, self._prev)
+        return False
+
+
+class holding(_ThisThread):
     """Writes from this thread are for the device whose lock is `fd`: the
     writer process is handed a copy of it with each write (SCM_RIGHTS) and
     closes it only when the write returns, so a write abandoned in the
     kernel keeps the device locked, even after this process has exited."""
+    name = "fd"
 
-    def __init__(self, fd: int):
-        self.fd, self._prev = fd, None
 
-    def __enter__(self):
-        self._prev = getattr(_held, "fd", None)
-        _held.fd = self.fd
-        return self
+# -- a thread says it is about to wait ----------------------------------------
+#
+# The daemon's thread that reads an event and takes its device keeps the
+# reading of the event source while it works on it, reading nothing, so
+# that the uevents that come meanwhile wake no other thread to contend with
+# it for the interpreter.  Before it waits on anything outside itself (an
+# unbind or probe asked for here, a device lock someone else holds,
+# modprobe, a disk's exclusive open) it must give the reading up, or every
+# other device's events would wait with it.  Those places call
+# before_wait(); what that does is the daemon's (waiting_hook), and nothing
+# when no hook is set, as in every command.  Here, not a module of its
+# own: every command that writes imports this one anyway, and a module
+# costs a command about 6 ms under QEMU/TCG.
 
-    def __exit__(self, *exc):
-        _held.fd = self._prev
-        return False
+def before_wait() -> None:
+    """Call this thread's waiting hook, once: it is cleared first."""
+    fn = getattr(_held, "before_wait", None)
+    if fn is not None:
+        _held.before_wait = None
+        fn()
+
+
+class waiting_hook(_ThisThread):
+    """`fn` is this thread's waiting hook for the block."""
+    name = "before_wait"
 
 
 def _close_all_but(keep: int) -> None:

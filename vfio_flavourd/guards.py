@@ -157,7 +157,7 @@ def check_storage(sysfs: Sysfs, dev: PciDevice, below=None, tables=None) -> list
     if not disks:
         return []
     from . import guards_storage      # a device with no disk below needs none of it
-    from .waits import before_wait
+    from .deadline import before_wait
     before_wait()       # an exclusive open of a disk may wait on the disk
     return guards_storage.StorageGuard(sysfs, tables=tables).check(disks)
 

@@ -256,7 +256,7 @@ class DeviceLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                from .waits import before_wait
+                from .deadline import before_wait
                 before_wait()       # someone else holds it: this thread waits
                 if time.monotonic() >= deadline:
                     os.close(fd)

@@ -172,10 +172,10 @@ class SimSysfs(Sysfs):
         without one the write runs inline (a thread hand-off per write was
         a sixth of a simulated coldplug's own time, bench figure 4).
         `then` changes nothing here: each write is asked for in turn.
-        The thread says it waits (waits.before_wait) either way, as it does
+        The thread says it waits (deadline.before_wait) either way, as it does
         on the real /sys."""
         if not any(isinstance(f, F.Hang) for f in self.kernel.faults):
-            from ..waits import before_wait
+            from ..deadline import before_wait
             before_wait()
             return self.write(rel, value)
         from ..deadline import in_thread
