@@ -11,7 +11,6 @@ from simhost import PF, driver_of
 from test_daemon import harness  # noqa: F401  (a fixture)
 
 VF = "0000:3b:00.2"
-VF2 = "0000:3b:00.3"
 
 
 class _Timeline(FakeSource):

@@ -140,9 +140,12 @@ class Daemon:
         thread that binds waits on a slow write, and something else is
         pending."""
         if (self._idle == 0 and self._in_hand and self._in_hand <= self._parked
-                and len(self._in_hand) < MAX_WORKERS
-                and any(a not in self._in_hand for a in self._pending)):
+                and len(self._in_hand) < MAX_WORKERS and self._unheld_pending()):
             self._start_thread("binder-spare")
+
+    def _unheld_pending(self) -> bool:
+        """With the condition held: is a device pending that no thread holds?"""
+        return any(a not in self._in_hand for a in self._pending)
 
     def _slow(self, address: str) -> None:
         """Binder.on_slow: this thread's write has taken deadline.PATIENCE."""
@@ -175,7 +178,6 @@ class Daemon:
             self.request_stop()
         with self._cond:
             self._reading = False
-            self._holder = None
             self._reader_done.set()
             self._cond.notify_all()
         return None
@@ -202,7 +204,7 @@ class Daemon:
         interpreter at every system call of the binding one: under QEMU/TCG
         that was 1 to 6 ms of a hotplug as it began, and 1 to 4 ms again
         when the probe's bind uevent came (bench figure 7, traced)."""
-        if any(a not in self._in_hand for a in self._pending):
+        if self._unheld_pending():
             self._cond.notify_all()
 
     def _let_go(self) -> None:
