@@ -1,5 +1,7 @@
 """The thread that reads an event and binds its device keeps the reading
-while it works, and gives it up before it waits (daemon._let_go, deadline.before_wait)."""
+while it works, and gives it up before it waits (daemon._let_go,
+deadline.before_wait): at once for a device lock, after deadline.HOLD for a
+write it asked for."""
 
 import threading
 import time
@@ -58,46 +60,59 @@ def _start(harness):
     return h
 
 
-def test_until_its_first_wait_only_the_binding_thread_reads(harness):
+def test_the_binding_thread_alone_reads_until_its_device_is_bound(harness):
     # The simulated kernel probes a new VF with mlx5_core as it adds it: the
     # add and that probe's bind uevent are queued together.  The thread that
     # reads the add reads the bind as well, itself, while it waits for the
-    # probe to end; nobody else reads before its unbind.
+    # probe to end.  Its unbind and probe return at once: it holds the
+    # reading through them, and reads what they sent when it is done.
     h = _start(harness)
     h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "1")
     h.idle()
     assert driver_of(h.kernel, VF) == "mlx5_vfio_pci"
     tl = h.source.timeline
-    first = next(i for i, e in enumerate(tl) if e[0] == "timed" and e[1].endswith("/unbind"))
-    binder = tl[first][2]
-    before = [(e[1].action, e[1].address, e[2] == binder) for e in tl[:first]]
-    assert ("add", VF, True) in before and ("bind", VF, True) in before, tl
-    assert all(mine for _, _, mine in before), tl
-    # It gave the reading up with the write: whichever thread is free first
-    # reads the unbind and the variant's bind.
-    assert tl[first + 1] == ("holder", tl[first][1], None), tl
+    timed = [i for i, e in enumerate(tl) if e[0] == "timed"]
+    assert [tl[i][1].rsplit("/", 1)[-1] for i in timed] == ["unbind", "drivers_probe"], tl
+    binder = tl[timed[0]][2]
+    reads = [(e[1].action, e[1].address, e[2] == binder) for e in tl if e[0] == "read"]
+    assert ("add", VF, True) in reads and ("bind", VF, True) in reads, tl
+    assert all(mine for _, _, mine in reads), tl
+    assert [e for e in tl if e[0] == "holder"] == [
+        ("holder", tl[i][1], binder) for i in timed], tl
+    # The variant's bind uevent, read after both writes.
+    last = max(i for i, e in enumerate(tl) if e[0] == "read" and e[1].action == "bind")
+    assert last > timed[-1] and tl[last][1].driver == "mlx5_vfio_pci", tl
     assert h.daemon._workers == 2 and h.stop() == 0
 
 
-def test_a_thread_that_waits_for_a_device_lock_lets_the_others_read(harness):
-    # A person's `apply` holds the new VF's lock: the daemon's thread waits
-    # for it, and the add of the next VF is read meanwhile, not after.
+def test_a_write_that_hangs_past_hold_lets_the_others_read(harness, monkeypatch):
+    # The unbind of the new VF's host driver hangs.  The binding thread
+    # keeps the reading for deadline.HOLD, then gives it up, and the VF's
+    # remove is read while that write still hangs.
+    from vfio_flavourd import deadline
+    from vfio_flavourd.sim.faults import Hang
+    monkeypatch.setattr(deadline, "HOLD", 0.4)
     h = _start(harness)
-    lock = DeviceLock(h.ctx.root, VF, timeout=1)
-    with lock:
-        h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "1")
-        end = time.monotonic() + 10
-        while not any(e[0] == "read" and e[1].address == VF and e[1].action == "bind"
-                      for e in h.source.timeline):
-            assert time.monotonic() < end, h.source.timeline
-            time.sleep(0.005)
-        h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "0")
-        end = time.monotonic() + 10
-        while not any(e[0] == "read" and e[1].address == VF and e[1].action == "remove"
-                      for e in h.source.timeline):
-            assert time.monotonic() < end, ("nothing read while a thread waits for a lock",
-                                            h.source.timeline)
-            time.sleep(0.005)
+    hang = Hang("sys/bus/pci/drivers/*/unbind", VF)
+    h.kernel.inject(hang)
+    h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "1")
+    assert hang.waiting.wait(10), h.source.timeline
+    began = time.monotonic()
+    assert h.daemon._holder is not None
+    end = began + 10
+    while h.daemon._holder is not None:
+        assert time.monotonic() < end, "the reading was never handed over"
+        time.sleep(0.002)
+    held = time.monotonic() - began
+    assert held >= 0.2, f"handed over {held:.3f} s into the write, before HOLD"
+    h.kernel.sysfs.write(f"sys/bus/pci/devices/{PF}/sriov_numvfs", "0")
+    while not any(e[0] == "read" and e[1].address == VF and e[1].action == "remove"
+                  for e in h.source.timeline):
+        assert time.monotonic() < end, ("nothing read while a write hangs",
+                                        h.source.timeline)
+        time.sleep(0.005)
+    assert not [e for e in h.source.timeline if e[0] == "holder"]    # still hanging
+    hang.release()
     h.idle()
     assert h.stop() == 0
 

@@ -319,3 +319,27 @@ def test_a_second_write_the_writer_skipped_is_asked_for_again(tmp_path, monkeypa
     deadline.in_child(str(second), "sys/drivers_probe", "b", 5)
     assert (first.read_text(), second.read_text()) == ("a", "b")
     assert len(sent) == 2 and getattr(deadline._held, "then", None) is None
+
+
+def test_the_waiting_hook_is_called_only_for_a_write_past_hold(tmp_path, monkeypatch):
+    # A thread with a waiting hook (the daemon's binding thread) keeps what
+    # it holds through a write that returns within HOLD, and calls the hook
+    # once one has not (deadline._await), in the writer process's case.
+    monkeypatch.setattr(deadline, "HOLD", 0.3)
+    called = []
+    target = tmp_path / "attr"
+    target.write_text("")
+    with deadline.waiting_hook(lambda: called.append(time.monotonic())):
+        deadline.in_child(str(target), "sys/attr", "0000:01:00.0", 5)
+        assert target.read_text() == "0000:01:00.0" and called == []
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)             # open(O_WRONLY) blocks until a reader comes
+        began = time.monotonic()
+        with pytest.raises(deadline.Stuck):
+            deadline.in_child(str(fifo), "sys/fifo", "x", 0.8)
+        assert len(called) == 1 and 0.3 <= called[0] - began < 0.8, (called, began)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # let the abandoned write finish
+    try:
+        assert wait_for(lambda: (deadline._reap(), not deadline._abandoned)[1], 10)
+    finally:
+        os.close(fd)

@@ -12,7 +12,8 @@ the device to a woken worker instead cost each hotplug a wake-up, 2 to
 meanwhile (what comes waits in the socket), so that no thread wakes to
 contend with it; it reads the source itself while it waits for the
 kernel's probe, and gives the reading up to the idle thread before it
-waits on anything else (deadline.before_wait).  The main thread handles
+waits on anything else (deadline.before_wait; for its own unbind and
+probe, once they have taken deadline.HOLD).  The main thread handles
 signals (whose handlers only set flags), reloads, the watchdog and
 status.
 
@@ -23,8 +24,8 @@ see what the host driver made; past PROBE_WAIT the device is left to the
 bind uevent.  It reads and decides on the device meanwhile.
 
 An unbind can take minutes or never return (deadline.py).  The thread
-that binds gives the reading up before it waits on one, so reading
-never waits on a write.  When every thread that binds is waiting on such a slow write,
+that binds gives the reading up once one has taken deadline.HOLD, so
+reading never waits on a write for longer.  When every thread that binds is waiting on such a slow write,
 another is started for the rest of the queue (up to MAX_WORKERS); the
 pool shrinks back to two once the queue is empty.  No two threads ever
 hold the same device.  Past its deadline a device is

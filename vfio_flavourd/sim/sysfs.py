@@ -172,11 +172,10 @@ class SimSysfs(Sysfs):
         without one the write runs inline (a thread hand-off per write was
         a sixth of a simulated coldplug's own time, bench figure 4).
         `then` changes nothing here: each write is asked for in turn.
-        The thread says it waits (deadline.before_wait) either way, as it does
-        on the real /sys."""
+        Inline, the write returns at once, so the thread does not say it
+        waits, as on the real /sys for a write that returns within
+        deadline.HOLD; a hanging one says so after HOLD."""
         if not any(isinstance(f, F.Hang) for f in self.kernel.faults):
-            from ..deadline import before_wait
-            before_wait()
             return self.write(rel, value)
         from ..deadline import in_thread
         in_thread(lambda: self.write(rel, value), rel, value, seconds, on_slow)
