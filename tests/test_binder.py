@@ -453,7 +453,7 @@ def guards_refusing_a_bound_device(monkeypatch) -> list:
     from vfio_flavourd import guards
     asked = []
 
-    def refusals(sysfs, dev):
+    def refusals(sysfs, dev, top=None):
         asked.append(dev.driver)
         return ["network interface eth1 is up and has routes"] if dev.driver else []
     monkeypatch.setattr(guards, "refusals", refusals)

@@ -22,7 +22,7 @@ def _asked(monkeypatch, refuse=False) -> list:
     """Guards that record the driver they were asked about."""
     asked = []
 
-    def refusals(sysfs, dev):
+    def refusals(sysfs, dev, top=None):
         asked.append(dev.driver)
         return ["network interface eth1 is up and has routes"] if refuse and dev.driver else []
     monkeypatch.setattr(guards, "refusals", refusals)
@@ -102,3 +102,79 @@ def test_a_forced_bind_does_not_wait(tmp_path, monkeypatch):
         ctx, ctx.binder(0, await_probe=lambda a: calls.append(a) or False), VIRTIO)
     assert calls == []
     assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
+
+
+def test_the_device_directory_is_resolved_before_the_wait_and_given_to_the_guards(
+        tmp_path, monkeypatch):
+    # What the kernel's probe does not change is asked while it may still
+    # run, off the way from its end to the unbind.
+    import os
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    _just_added(kernel)
+    resolved, tops = [], []
+    real = guards.device_dir
+
+    def device_dir(sysfs, address):
+        resolved.append(address)
+        return real(sysfs, address)
+
+    def refusals(sysfs, dev, top=None):
+        tops.append(top)
+        return []
+    monkeypatch.setattr(guards, "device_dir", device_dir)
+    monkeypatch.setattr(guards, "refusals", refusals)
+    ending, calls = _probe_ending(kernel, [True])
+
+    def await_probe(address):
+        assert resolved == [address], "the directory was not resolved before the wait"
+        return ending(address)
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=await_probe), VIRTIO)
+    assert calls == [VIRTIO] and o.result == "bound", o
+    want = os.path.realpath(ctx.root.fspath(f"sys/bus/pci/devices/{VIRTIO}"))
+    assert tops == [want] and resolved == [VIRTIO], (tops, resolved)
+
+
+def _rebind_ready(kernel, ctx):
+    """VIRTIO bound once (the context learns virtio_vfio_pci's driver),
+    released, and just added again."""
+    assert actions.decide_and_carry_out(ctx, ctx.binder(0), VIRTIO)[1].result == "bound"
+    assert ctx.binder(0).release(actions.fresh(ctx.sysfs, VIRTIO)).result == "released"
+    _just_added(kernel)
+
+
+def test_the_modules_driver_is_looked_at_before_the_wait_not_after(tmp_path, monkeypatch):
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    _asked(monkeypatch)
+    _rebind_ready(kernel, ctx)
+    looks, ended = [], []
+    link = kernel.sysfs.link
+
+    def watched(rel):
+        if rel == "sys/bus/pci/drivers/virtio_vfio_pci/module":
+            looks.append(bool(ended))
+        return link(rel)
+    kernel.sysfs.link = watched
+    ending, _ = _probe_ending(kernel, [True])
+    _, o = actions.decide_and_carry_out(
+        ctx, ctx.binder(0, await_probe=lambda a: (ended.append(a), ending(a))[1]), VIRTIO)
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o
+    assert looks == [False], looks      # once, while the kernel probed
+    assert "module virtio_vfio_pci registers driver virtio_vfio_pci" in o.steps
+
+
+def test_a_module_unloaded_during_the_wait_strands_nothing(tmp_path, monkeypatch):
+    # The answer looked at before the wait is taken once: a module removed
+    # meanwhile fails the probe by its driver, which the binder sees, and
+    # the device ends on a driver (here the rule's fallback), not on none.
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    _asked(monkeypatch)
+    _rebind_ready(kernel, ctx)
+    ending, _ = _probe_ending(kernel, [True])
+
+    def await_probe(address):
+        ctx.loader.unload("virtio_vfio_pci")
+        return ending(address)
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=await_probe), VIRTIO)
+    assert driver_of(kernel, VIRTIO) is not None, o
+    assert o.result == "bound" and driver_of(kernel, VIRTIO) == o.driver, o
+    assert "probe by virtio_vfio_pci failed" in o.message, o

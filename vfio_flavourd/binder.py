@@ -55,6 +55,8 @@ class Binder:
         # {module: the PCI driver it registered when last loaded}, kept by
         # the caller across binders (the daemon's, per policy); see load().
         self.drivers = {} if drivers is None else drivers
+        self._dirs: dict = {}      # address -> its sysfs directory (guards.device_dir)
+        self._registered: dict = {}    # module -> its driver, seen registered (_look_ahead)
 
     def __repr__(self) -> str:
         return f"<Binder {self.sysfs!r} {self.loader!r}>"
@@ -131,7 +133,8 @@ class Binder:
         # process for it (under QEMU/TCG that process was a third of
         # `apply`).  Otherwise kmod decides, as before.
         known = self.drivers.get(module)
-        if known is not None and module_of_driver(self.sysfs, known) == normalise_module(module):
+        if known is not None and (self._registered.pop(module, None) == known
+                                  or self._registers(module, known)):
             # The driver it registered last time is registered now, and by
             # it: one readlink instead of listing sys/module/M/drivers
             # (five system calls, each of a hotplug's).
@@ -150,6 +153,17 @@ class Binder:
         self.drivers[module] = driver
         return driver
 
+    def _registers(self, module: str, driver: str) -> bool:
+        """Is `driver` registered now, and by `module`?"""
+        return module_of_driver(self.sysfs, driver) == normalise_module(module)
+
+    def _look_ahead(self, module: str) -> None:
+        """While the kernel probes: whether the driver `module` registered
+        last time is registered now, for load() to take as its answer once."""
+        known = self.drivers.get(module)
+        if known is not None and self._registers(module, known):
+            self._registered[module] = known
+
     # -- ownership ----------------------------------------------------------------
 
     def override_owner(self, dev: pci.PciDevice) -> str | None:
@@ -162,7 +176,18 @@ class Binder:
         # The guards, asked now and again should the kernel bind a driver
         # behind our back (_override_sequence); None when forced.
         check = None if force or (rule and rule.force) else self._refusals
+        has_override = self.sysfs.exists(self._dev(dev.address, "driver_override"))
         if check is not None and not dev.is_bridge:
+            # Asked while the kernel may still probe the device, as nothing
+            # it does there changes them: whether driver_override is there
+            # (above), the device's own directory, where the guards begin,
+            # and whether the module's driver is registered.  Under
+            # QEMU/TCG each step after that probe delays the unbind (bench
+            # figure 7).
+            from .guards import device_dir
+            self._dirs[dev.address] = device_dir(self.sysfs, dev.address)
+            if not dry_run:
+                self._look_ahead(module)
             dev = self._probe_ended(dev)
         out = Outcome(dev.address, "bind", "failed", module=module, driver=dev.driver,
                       previous_driver=dev.driver, rule=rule.name if rule else None,
@@ -194,7 +219,6 @@ class Binder:
                 out.message = "in use: " + ", ".join(
                     f"{path} is open in pid {pid} ({comm})" for pid, comm, path in holders)
                 return out
-        has_override = self.sysfs.exists(self._dev(dev.address, "driver_override"))
         if not has_override and self._gone(dev.address):
             out.result, out.message = "gone", "device disappeared (hot-unplug) during binding"
             self.state.update(dev.address, None)
@@ -311,7 +335,7 @@ class Binder:
 
     def _refusals(self, dev: pci.PciDevice) -> list:
         from . import guards        # bind only: release needs none
-        return guards.refusals(self.sysfs, dev)
+        return guards.refusals(self.sysfs, dev, self._dirs.get(dev.address))
 
     def _probe_ended(self, dev: pci.PciDevice) -> pci.PciDevice:
         """`dev` once the kernel's own probe of it (a device just added) has

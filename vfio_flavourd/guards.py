@@ -21,8 +21,9 @@ class Node(tuple):
     __slots__ = ()
 
 
-def _top(sysfs: Sysfs, address: str) -> str:
-    """The device's own sysfs directory, links resolved."""
+def device_dir(sysfs: Sysfs, address: str) -> str:
+    """The device's own sysfs directory, links resolved.  It stays where it
+    is for as long as the device is there."""
     return safeio.resolved(sysfs.root.fspath(f"{PCI_DEVICES}/{address}"))
 
 
@@ -44,7 +45,7 @@ def _descendants(sysfs: Sysfs, address: str, top: str | None = None) -> list:
     64-queue one).  A subdirectory whose uevent cannot be looked at is
     walked, and so is every directory of a tree whose device directory has
     no uevent (a copied or simulated tree that may lack them)."""
-    top = top or _top(sysfs, address)
+    top = top or device_dir(sysfs, address)
     out = []
     prune = False
     todo = [top]
@@ -186,7 +187,7 @@ def check_network(sysfs: Sysfs, dev: PciDevice, below=None) -> list:
 def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
     if not dev.boot_vga:
         return []
-    top = _top(sysfs, dev.address)
+    top = device_dir(sysfs, dev.address)
     for fb in sysfs.entries("sys/class/graphics"):
         # The class link leads into the device's own directory
         # (.../0000:06:00.0/graphics/fb0), whose `device` link leads back.
@@ -200,9 +201,10 @@ def check_console(sysfs: Sysfs, dev: PciDevice) -> list:
     return []
 
 
-def refusals(sysfs: Sysfs, dev: PciDevice) -> list:
-    """Every reason not to unbind this device from its host driver."""
-    top = _top(sysfs, dev.address)
+def refusals(sysfs: Sysfs, dev: PciDevice, top: str | None = None) -> list:
+    """Every reason not to unbind this device from its host driver.  `top`:
+    its device_dir(), when already known."""
+    top = top or device_dir(sysfs, dev.address)
     below = _descendants(sysfs, dev.address, top)    # one walk for every check
     reasons = check_console(sysfs, dev)
     if below:
