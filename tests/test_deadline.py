@@ -5,6 +5,7 @@ other device meanwhile and completes or rolls back once the kernel is done."""
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import io
 import json
@@ -343,3 +344,79 @@ def test_the_waiting_hook_is_called_only_for_a_write_past_hold(tmp_path, monkeyp
         assert wait_for(lambda: (deadline._reap(), not deadline._abandoned)[1], 10)
     finally:
         os.close(fd)
+
+
+def test_the_writer_keeps_open_only_what_is_under_keep_under(tmp_path, monkeypatch):
+    # Outside KEEP_UNDER (the host's /sys/) every write opens its file.
+    opened = {}
+    target = tmp_path / "attr"
+    target.write_text("")
+    assert deadline._write_one(str(target).encode(), b"a", opened) == b"w0"
+    assert opened == {} and target.read_text() == "a"
+    # Under it the descriptor is kept for the next write to the same file:
+    # a file renamed over this one is not opened, the kept one is written.
+    monkeypatch.setattr(deadline, "KEEP_UNDER", str(tmp_path).encode() + b"/")
+    path = str(target).encode()
+    assert deadline._write_one(path, b"b", opened) == b"w0" and list(opened) == [path]
+    os.link(target, tmp_path / "old")
+    (tmp_path / "new").write_text("")
+    os.replace(tmp_path / "new", target)
+    assert deadline._write_one(path, b"c", opened) == b"w0"
+    assert (tmp_path / "old").read_text() == "c" and target.read_text() == ""
+    # A failed write keeps nothing.
+    assert deadline._write_one(str(tmp_path / "none").encode(), b"x", opened) == b"o2"
+    assert list(opened) == [path]
+    for fd in opened.values():
+        os.close(fd)
+
+
+def test_a_kept_file_the_kernel_removed_is_opened_again_once(tmp_path, monkeypatch):
+    # sysfs answers ENODEV on a descriptor whose file it removed (a driver
+    # unregistered): the writer opens the path again and writes there.
+    monkeypatch.setattr(deadline, "KEEP_UNDER", str(tmp_path).encode() + b"/")
+    target = tmp_path / "unbind"
+    target.write_text("")
+    path = str(target).encode()
+    opened = {}
+    assert deadline._write_one(path, b"a", opened) == b"w0"
+    stale = opened[path]
+    os.replace(tmp_path / "unbind", tmp_path / "removed")
+    target.write_text("")
+    tried = []
+
+    def removed(fd, data, offset):
+        tried.append(fd)
+        raise OSError(errno.ENODEV, "No such device")
+    monkeypatch.setattr(os, "pwrite", removed)
+    assert deadline._write_one(path, b"0000:01:00.0", opened) == b"w0"
+    assert tried == [stale], tried
+    assert target.read_text() == "0000:01:00.0" and (tmp_path / "removed").read_text() == "a"
+    assert list(opened) == [path]
+    # ENODEV from a file opened just now is the kernel's answer: reported,
+    # and the file is not kept.
+    write = os.write
+
+    def answers_enodev(fd, data):
+        raise OSError(errno.ENODEV, "No such device")
+    monkeypatch.setattr(os, "write", answers_enodev)
+    fresh = {}
+    assert deadline._write_one(path, b"x", fresh) == b"w%d" % errno.ENODEV and fresh == {}
+    monkeypatch.setattr(os, "write", write)
+    for fd in opened.values():
+        os.close(fd)
+
+
+def test_the_writer_process_keeps_the_file_for_its_next_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(deadline, "KEEP_UNDER", str(tmp_path).encode() + b"/")
+    while deadline._writers:            # a writer forked with KEEP_UNDER patched
+        deadline._abandon(deadline._writers.pop())
+    target = tmp_path / "drivers_probe"
+    target.write_text("")
+    deadline.in_child(str(target), "sys/bus/pci/drivers_probe", "0000:01:00.0", 5)
+    os.link(target, tmp_path / "old")
+    (tmp_path / "new").write_text("")
+    os.replace(tmp_path / "new", target)
+    deadline.in_child(str(target), "sys/bus/pci/drivers_probe", "0000:02:00.0", 5)
+    assert (tmp_path / "old").read_text() == "0000:02:00.0" and target.read_text() == ""
+    while deadline._writers:            # none kept with the test's KEEP_UNDER
+        deadline._abandon(deadline._writers.pop())
