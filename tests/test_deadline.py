@@ -273,21 +273,30 @@ def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path
     first.write_text("")
     second.write_text("")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    server = threading.Thread(target=deadline._serve, args=(theirs,), daemon=True)
+    side, their_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = threading.Thread(target=deadline._serve, args=(theirs, their_side), daemon=True)
     server.start()
     try:
+        # The first write's report comes on the side socket, the last one
+        # on the socket the request came by.
         past = str(time.monotonic_ns() - 1).encode()
         ours.send(b"\0".join([str(first).encode(), b"a", str(second).encode(), b"b", past]))
-        assert ours.recv(64) == b"w0" and ours.recv(64) == b"s"
+        assert ours.recv(64) == b"s" and side.recv(64) == b"w0"
         assert first.read_text() == "a" and second.read_text() == ""
         later = str(time.monotonic_ns() + 10**10).encode()
         ours.send(b"\0".join([str(first).encode(), b"c", str(second).encode(), b"d", later]))
-        assert ours.recv(64) == b"w0" and ours.recv(64) == b"w0"
+        assert ours.recv(64) == b"w0" and side.recv(64) == b"w0"
         assert first.read_text() == "c" and second.read_text() == "d"
+        ours.send(b"\0".join([str(tmp_path / "none").encode(), b"e", str(second).encode(),
+                              b"f", later]))
+        assert ours.recv(64) == b"s" and side.recv(64) == b"o2"
+        assert second.read_text() == "d"
     finally:
         ours.close()
         server.join(5)
         theirs.close()
+        side.close()
+        their_side.close()
 
 
 def test_a_write_other_than_the_announced_one_waits_for_that_one(tmp_path):
@@ -420,3 +429,47 @@ def test_the_writer_process_keeps_the_file_for_its_next_request(tmp_path, monkey
     assert (tmp_path / "old").read_text() == "0000:02:00.0" and target.read_text() == ""
     while deadline._writers:            # none kept with the test's KEEP_UNDER
         deadline._abandon(deadline._writers.pop())
+
+
+def test_the_first_write_of_a_request_returns_with_the_second(tmp_path):
+    # The first write's report wakes nobody: the caller waits for the last
+    # one, so the writer goes from the first write to the second without
+    # the caller taking its CPU in between.  The second (a FIFO whose
+    # reader comes after 0.3 s) is made by the time the first returns.
+    import threading
+    first, fifo = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    os.mkfifo(fifo)
+    got = []
+
+    def reader():
+        time.sleep(0.3)
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+    t = threading.Thread(target=reader)
+    t.start()
+    began = time.monotonic()
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(fifo), "b"))
+    assert time.monotonic() - began >= 0.25 and first.read_text() == "a"
+    deadline.in_child(str(fifo), "sys/drivers_probe", "b", 5)      # collected, not waited
+    t.join(5)
+    assert got == [b"b"]
+    assert getattr(deadline._held, "then", None) is None
+
+
+def test_a_second_write_that_hangs_leaves_the_first_done_and_is_stuck(tmp_path):
+    # Past the deadline without the last report, the first one says the
+    # first write was made: the second is the stuck one.
+    first, fifo = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    os.mkfifo(fifo)             # no reader: the second write's open blocks
+    deadline.in_child(str(first), "sys/unbind", "a", 0.4, then=(str(fifo), "b"))
+    assert first.read_text() == "a"
+    with pytest.raises(deadline.Stuck) as e:
+        deadline.in_child(str(fifo), "sys/drivers_probe", "b", 0.4)
+    assert e.value.rel == "sys/drivers_probe"
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # let the abandoned write finish
+    try:
+        assert wait_for(lambda: (deadline._reap(), not deadline._abandoned)[1], 10)
+    finally:
+        os.close(fd)

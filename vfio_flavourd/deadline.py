@@ -208,16 +208,19 @@ class waiting_hook(_ThisThread):
     name = "before_wait"
 
 
-def _close_all_but(keep: int) -> None:
-    """Every descriptor but `keep`; 0, 1 and 2 become /dev/null, or a writer
-    left in the kernel would hold the command's output pipes open, and
-    whoever reads them (a shell's `| less`, subprocess.run) would wait on."""
+def _close_all_but(*keep: int) -> None:
+    """Every descriptor but those in `keep`; 0, 1 and 2 become /dev/null, or
+    a writer left in the kernel would hold the command's output pipes open,
+    and whoever reads them (a shell's `| less`, subprocess.run) would wait on."""
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         if fd != null:
             os.dup2(null, fd)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 16)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
 def _send_fds(sock, data: bytes, fds: list) -> None:
@@ -290,12 +293,13 @@ def _write_one(path: bytes, value: bytes, opened: dict) -> bytes:
     return step + str(err).encode()
 
 
-def _serve(sock) -> None:
+def _serve(sock, side) -> None:
     """The writer process: a report for each write asked for.  A request
     may carry a second write, with the first one's deadline: that one is
     written at once if the first succeeded before the deadline, else
     reported as skipped (b"s"), so that it is never written after the
-    caller has given the first up as stuck."""
+    caller has given the first up as stuck.  The first write's report of
+    such a request goes to `side`, where nobody waits on it (_first)."""
     opened: dict = {}
     while True:
         msg, fds = _recv_fds(sock, 8192, 4)
@@ -305,7 +309,7 @@ def _serve(sock) -> None:
         report = _write_one(fields[0], fields[1], opened)
         try:
             if len(fields) == 5:
-                sock.send(report)
+                side.send(report)
                 if report[1:] == b"0" and time.monotonic_ns() < int(fields[4]):
                     report = _write_one(fields[2], fields[3], opened)
                 else:
@@ -329,15 +333,18 @@ class _Writer:
 
     def __init__(self):
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        side, their_side = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:        # no Python-level clean-up in the child
             try:
-                _close_all_but(theirs.fileno())
-                _serve(theirs)
+                _close_all_but(theirs.fileno(), their_side.fileno())
+                _serve(theirs, their_side)
             finally:
                 os._exit(0)
         theirs.close()
-        self.pid, self.sock = pid, ours
+        their_side.close()
+        self.pid, self.sock, self.side = pid, ours, side
+        self.last = None        # a request's last report, read with its first (_first)
 
     def when_done(self, cb: Callable[[], None]) -> None:
         # The writer holds its own copy of the lock: ours can go now.
@@ -364,7 +371,9 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
     succeeds (an unbind's drivers_probe).  The writer makes it as soon as
     this one returns, instead of waiting for the next request: under
     QEMU/TCG each request's round trip between the two processes cost
-    1 to 3 ms of a hotplug.  The next in_child call collects it."""
+    1 to 3 ms of a hotplug.  This call returns once both are made (or
+    past its deadline, once this one is: _first); the next in_child call
+    collects the second."""
     _reap()
     pending = getattr(_held, "then", None)
     if pending is not None:
@@ -392,19 +401,53 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
     except OSError as e:
         _abandon(writer)
         raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
+    if then is None:
+        _report(writer, rel, value, seconds, on_slow)
+        return
+    _first(writer, rel, value, seconds, on_slow)
+    _held.then = (writer, then[0], then[1])
+
+
+def _ready(sock, t: float) -> bool:
+    return bool(select.select([sock], [], [], max(t, 0))[0])
+
+
+def _first(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
+    """The first write of a request that carries a second.  Its report
+    goes to the writer's side socket, where it wakes nobody: this thread
+    waits for the request's last report (both writes made, or the second
+    skipped) and reads the first one then.  Woken by the first report, it
+    took the CPU from the writer between an unbind and its probe: under
+    QEMU/TCG the probe began 1 to 1.5 ms later (bench figure 7, traced).
+    Past the deadline without that last report, the first one says which
+    write the kernel is still working on."""
+    if _await(lambda t: _ready(writer.sock, t), seconds, on_slow) or _ready(writer.sock, 0):
+        writer.last = writer.sock.recv(64)      # b"": died; the second write's to report
+    if not _ready(writer.side, 0):
+        died = writer.last == b""
+        _abandon(writer)
+        if died:
+            raise SysfsError(rel, "the writer process died")
+        raise Stuck(rel, value, seconds, writer)
+    report = writer.side.recv(64)
     try:
-        _report(writer, rel, value, seconds, on_slow, keep=then is not None)
+        _check(report, rel, value)
     except SysfsError:
-        if then is not None and writer not in _abandoned:
-            _skipped(writer)
+        # The writer skips the second write after a failed first one.
+        last, writer.last = writer.last, None
+        if last is None:
+            last = writer.sock.recv(64)     # sent with the first
+        if last == b"s":
+            _reuse(writer)
+        else:
+            _abandon(writer)
         raise
-    if then is not None:
-        _held.then = (writer, then[0], then[1])
 
 
 def _abandon(writer: _Writer) -> None:
     """Left in the kernel, or dead: reaped once it exits (_reap)."""
     writer.sock.close()
+    writer.side.close()
     _abandoned.append(writer)
 
 
@@ -417,39 +460,35 @@ class _Skipped(Exception):
     """The writer did not make the second write of a request."""
 
 
-def _skipped(writer: _Writer) -> None:
-    """The second write's report after a first that failed: "skipped"."""
-    if writer.sock.recv(64) == b"s":
-        _reuse(writer)
-    else:
-        _abandon(writer)
-
-
-def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow,
-            keep: bool = False) -> None:
-    """Wait for the writer's report on one write; the writer goes back to
-    the idle ones unless `keep` (a second write is still to come)."""
-    # The write is in the writer's hands (asked for, or the second of a
-    # request): this thread waits now (_await).
-    def ready(t: float) -> bool:
-        return bool(select.select([writer.sock], [], [], max(t, 0))[0])
-    # The last look is at once: a report sent just before the deadline is
-    # never taken for a stuck write (the writer decides on the second write
-    # by the same clock).
-    if not _await(ready, seconds, on_slow) and not ready(0):
-        _abandon(writer)
-        raise Stuck(rel, value, seconds, writer)
-    report = writer.sock.recv(64)
+def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
+    """Wait for the writer's report on one write (the only one of its
+    request, or the second, unless _first read that already); the writer
+    goes back to the idle ones."""
+    report, writer.last = writer.last, None
+    if report is None:
+        # The write is in the writer's hands (asked for, or the second of a
+        # request): this thread waits now (_await).  The last look is at
+        # once: a report sent just before the deadline is never taken for a
+        # stuck write (the writer decides on the second write by the same
+        # clock).
+        if not _await(lambda t: _ready(writer.sock, t), seconds, on_slow) \
+                and not _ready(writer.sock, 0):
+            _abandon(writer)
+            raise Stuck(rel, value, seconds, writer)
+        report = writer.sock.recv(64)
     if not report:
         _abandon(writer)
         raise SysfsError(rel, "the writer process died")
+    _reuse(writer)
     if report == b"s":
         # The first write ended past the deadline by the writer's look at
         # the clock, though not by ours: this one is not made yet.
-        _reuse(writer)
         raise _Skipped()
-    if not keep:
-        _reuse(writer)
+    _check(report, rel, value)
+
+
+def _check(report: bytes, rel: str, value: str) -> None:
+    """A write's report: nothing when it was made, else its SysfsError."""
     step, err = report[:1], int(report[1:] or b"0")
     if err == 0:
         return
