@@ -32,6 +32,23 @@ def test_matching_ranks_most_specific_first(real_index):
     assert found[0].origin == "modules.alias:6"
 
 
+def test_matching_is_kept_per_modalias_and_given_as_a_new_list(real_index, monkeypatch):
+    from vfio_flavourd import aliases
+    first = real_index.matching(MLX5_VF)
+    calls = []
+    real = aliases.Alias.matches
+    monkeypatch.setattr(aliases.Alias, "matches",
+                        lambda self, m: (calls.append(m), real(self, m))[1])
+    again = real_index.matching(MLX5_VF)
+    assert again == first and again is not first and calls == []
+    again.clear()                   # the caller's own list
+    assert real_index.matching(MLX5_VF) == first
+    # Another modalias is matched; past KEEP entries the kept ones go.
+    monkeypatch.setattr(real_index, "KEEP", 1)
+    assert [a.module for a in real_index.matching(MLX5_VF.lower())] == ["vfio_pci"]
+    assert calls and list(real_index._matching) == [MLX5_VF.lower()]
+
+
 def test_unknown_device_matches_only_the_catch_all(real_index):
     found = real_index.matching("pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00")
     assert [a.module for a in found] == ["vfio_pci"]

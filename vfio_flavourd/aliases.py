@@ -112,6 +112,8 @@ def _vendor_key(pattern: str) -> str | None:
 class VariantIndex:
     """Every vfio_pci alias of one kernel, looked up by device."""
 
+    KEEP = 4096         # modaliases whose matching() is kept
+
     def __init__(self, aliases, source: Path | None = None, warnings=()):
         self.aliases = list(aliases)
         self.source = source
@@ -119,6 +121,7 @@ class VariantIndex:
         self._modules = frozenset(a.module for a in self.aliases)
         self._by_vendor: dict = {}
         self._any_vendor: list = []
+        self._matching: dict = {}       # modalias -> matching() (a tuple)
         for a in self.aliases:
             key = _vendor_key(a.pattern)
             if key is None:
@@ -134,12 +137,20 @@ class VariantIndex:
 
     def matching(self, modalias: str) -> list:
         """The aliases that match, most specific first (fewest wildcards),
-        then by module name so the order never depends on file order."""
-        vendor = modalias[5:13] if modalias.startswith("pci:v") else None
-        found = [a for a in self._by_vendor.get(vendor, ()) if a.matches(modalias)]
-        found += [a for a in self._any_vendor if a.matches(modalias)]
-        found.sort(key=lambda a: (a.wildcards, a.module, a.pattern))
-        return found
+        then by module name so the order never depends on file order.
+        Kept per modalias for this index: the daemon asks again for every
+        device of a kind (VFs, a card plugged again), and under QEMU/TCG
+        the fnmatch of each alias was on the way to each hotplug's unbind."""
+        found = self._matching.get(modalias)
+        if found is None:
+            vendor = modalias[5:13] if modalias.startswith("pci:v") else None
+            found = [a for a in self._by_vendor.get(vendor, ()) if a.matches(modalias)]
+            found += [a for a in self._any_vendor if a.matches(modalias)]
+            found.sort(key=lambda a: (a.wildcards, a.module, a.pattern))
+            if len(self._matching) >= self.KEEP:
+                self._matching.clear()
+            self._matching[modalias] = found = tuple(found)
+        return list(found)
 
     def modules(self) -> frozenset:
         return self._modules

@@ -26,8 +26,9 @@ CACHE_NAME = "callout-cache.marshal"
 # Bumped when the cached classes change shape (2: named tuples, not
 # dataclasses; 3: aliases matched as glibc fnmatch, malformed ones left
 # out; 4: marshal of plain values, not pickle; 5: the index's and the
-# policy's keys apart, and the variant modules as plain names).
-FORMAT = 5
+# policy's keys apart, and the variant modules as plain names; 6: the
+# index keeps what matched each modalias).
+FORMAT = 6
 
 # marshal, not pickle: marshal is built in, while even the C unpickler
 # imports copyreg and _compat_pickle, which under QEMU/TCG cost `apply` a
