@@ -273,7 +273,7 @@ def _write_one(path: bytes, value: bytes, opened: dict) -> bytes:
             os.write(fd, value)
         else:
             try:
-                os.pwrite(fd, value, 0)     # sysfs reads no offset; a file would
+                os.pwrite(fd, value, 0)     # sysfs ignores the offset
             except OSError as e:
                 if e.errno != _errno.ENODEV:
                     raise
