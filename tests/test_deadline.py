@@ -85,6 +85,65 @@ def test_apply_returns_after_the_deadline_nonzero_and_status_shows_stuck(tmp_pat
     assert driver_of(kernel, VIRTIO) is None
 
 
+def test_an_override_write_the_kernel_holds_is_stuck_past_the_deadline(tmp_path, capsys):
+    # driver_override waits for the device's lock (driver_set_override),
+    # which a probe or another tool's remove may hold: the write has the
+    # deadline, the device stays on its driver, and the next device goes on.
+    kernel, ctx = sim(tmp_path)
+    override = f"sys/bus/pci/devices/{VIRTIO}/driver_override"
+    hang = Hang(override, "virtio_vfio_pci")
+    kernel.inject(hang)
+    import threading
+    got = {}
+    run = threading.Thread(target=lambda: got.update(rc=apply_cmd.run(ctx, argparse.Namespace(
+        addresses=[VIRTIO, E1000E], dry_run=False, force=False, json=True,
+        unbind_timeout=None))))
+    t0 = time.monotonic()
+    run.start()
+    run.join(10)
+    took = time.monotonic() - t0
+    if run.is_alive():          # no deadline on the write: let it go, then fail
+        hang.release()
+        run.join(10)
+        pytest.fail("apply waited on the override write past its deadline")
+    assert got["rc"] == 1 and hang.waiting.is_set() and 0.3 <= took < 5, (got, took)
+    by = {o["address"]: o for o in json.loads(capsys.readouterr().out)}
+    assert by[VIRTIO]["result"] == "stuck" and override in by[VIRTIO]["message"]
+    assert by[E1000E]["result"] == "bound"
+    assert driver_of(kernel, VIRTIO) == "virtio-pci"
+    assert ctx.state.get(VIRTIO)["stuck_write"] == override
+    assert not actions.lock_is_free(ctx.root, VIRTIO)      # held by the abandoned write
+    hang.release()
+    assert wait_for(lambda: actions.lock_is_free(ctx.root, VIRTIO))
+    # The override went in late; the next apply completes the move.
+    rc = apply_cmd.run(ctx, argparse.Namespace(addresses=[VIRTIO], dry_run=False, force=False,
+                                               json=True, unbind_timeout=None))
+    o, = json.loads(capsys.readouterr().out)
+    assert rc == 0 and o["result"] == "bound" and driver_of(kernel, VIRTIO) == "virtio_vfio_pci"
+
+
+def test_a_release_whose_override_clear_the_kernel_holds_is_stuck(tmp_path):
+    kernel, ctx = sim(tmp_path)
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0), VIRTIO)
+    assert o.result == "bound"
+    hang = Hang(f"sys/bus/pci/devices/{VIRTIO}/driver_override")
+    kernel.inject(hang)
+    binder = ctx.binder(0, unbind_timeout=0.3)
+    import threading
+    got = []
+    run = threading.Thread(target=lambda: got.append(
+        binder.release(actions.fresh(ctx.sysfs, VIRTIO))))
+    run.start()
+    run.join(10)
+    if run.is_alive():
+        hang.release()
+        run.join(10)
+        pytest.fail("release waited on the override write past its deadline")
+    assert got[0].result == "stuck", got
+    assert driver_of(kernel, VIRTIO) == "virtio_vfio_pci"     # nothing else was done
+    hang.release()
+
+
 def test_the_cli_flag_overrides_the_rules_deadline(tmp_path, capsys):
     kernel, ctx = sim(tmp_path, timeout="30")
     kernel.inject(Hang(UNBIND, VIRTIO))

@@ -71,9 +71,10 @@ class Binder:
 
     def _write(self, out: Outcome, rel: str, value: str, what: str, attempts: int = 1,
                timed: bool = False, then=None) -> None:
-        """One write; `timed` for those that run a driver's remove() or
-        probe() (unbind, drivers_probe, bind, new_id), which get the
-        deadline and raise deadline.Stuck past it.  then=(rel, value): the
+        """One write; `timed` for those the kernel may hold: those that run
+        a driver's remove() or probe() (unbind, drivers_probe, bind, new_id)
+        and driver_override, which waits for the device's lock; they get
+        the deadline and raise deadline.Stuck past it.  then=(rel, value): the
         timed write that comes next if this one succeeds, without anything
         between them (Sysfs.write_timed)."""
         out.steps.append(f"{what}: write {value.strip() or repr(value)} to {rel}")
@@ -298,7 +299,10 @@ class Binder:
         """`check(dev)`: the guards' reasons not to unbind, for a host driver
         bound behind our back; None when forced."""
         a = dev.address
-        self._write(out, self._dev(a, "driver_override"), driver, "set override")
+        # Timed like the unbind: the kernel takes the device's lock to set
+        # the override (driver_set_override), and a probe or a remove that
+        # holds it (another tool's stuck unbind) would hold this write with it.
+        self._write(out, self._dev(a, "driver_override"), driver, "set override", timed=True)
         current = self.current_driver(a)
         if current == driver:
             return
@@ -400,7 +404,7 @@ class Binder:
         out.steps.append("rolling back")
         if self.sysfs.exists(self._dev(a, "driver_override")):
             self._best_effort(out, self._dev(a, "driver_override"), dev.driver_override or "\n",
-                              "restore override")
+                              "restore override", timed=True)
         current = self.current_driver(a)
         if current is not None and current != dev.driver:
             self._best_effort(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
@@ -443,7 +447,8 @@ class Binder:
             return out
         try:
             if dev.driver_override is not None:
-                self._write(out, self._dev(a, "driver_override"), "\n", "clear override")
+                self._write(out, self._dev(a, "driver_override"), "\n", "clear override",
+                            timed=True)
             if on_vfio:
                 self._write(out, f"{PCI_DRIVERS}/{dev.driver}/unbind", a,
                             f"unbind from {dev.driver}", timed=True)
