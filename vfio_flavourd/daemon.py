@@ -25,12 +25,12 @@ bind uevent.  It reads and decides on the device meanwhile.
 
 An unbind can take minutes or never return (deadline.py).  The thread
 that binds gives the reading up once one has taken deadline.HOLD, so
-reading never waits on a write for longer.  When every thread that binds is waiting on such a slow write,
-another is started for the rest of the queue (up to MAX_WORKERS); the
-pool shrinks back to two once the queue is empty.  No two threads ever
-hold the same device.  Past its deadline a device is
-`stuck`; when the kernel finishes, its bind or unbind uevent brings it back
-here, and the move is completed or rolled back.
+reading never waits on a write for longer.  When every thread that binds
+is waiting on such a slow write, another is started for the rest of the
+queue (up to MAX_WORKERS); the pool shrinks back to two once the queue is
+empty.  No two threads ever hold the same device.  Past its deadline a
+device is `stuck`; when the kernel finishes, its bind or unbind uevent
+brings it back here, and the move is completed or rolled back.
 """
 
 from __future__ import annotations

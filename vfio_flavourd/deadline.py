@@ -103,8 +103,7 @@ def _await(ready: Callable[[float], bool], seconds: float, on_slow) -> bool:
     if seconds > HOLD and getattr(_held, "before_wait", None) is not None:
         if ready(HOLD):
             return True
-        before_wait()
-        return _wait(ready, seconds - HOLD, on_slow)
+        seconds -= HOLD
     before_wait()
     return _wait(ready, seconds, on_slow)
 
@@ -189,11 +188,10 @@ class holding(_ThisThread):
 # device lock someone else holds, modprobe, a disk's exclusive open; an
 # unbind or probe asked for here once it has taken HOLD) it must give the
 # reading up, or every other device's events would wait with it.  Those
-# places call
-# before_wait(); what that does is the daemon's (waiting_hook), and nothing
-# when no hook is set, as in every command.  Here, not a module of its
-# own: every command that writes imports this one anyway, and a module
-# costs a command about 6 ms under QEMU/TCG.
+# places call before_wait(); what that does is the daemon's
+# (waiting_hook), and nothing when no hook is set, as in every command.
+# Here, not a module of its own: every command that writes imports this
+# one anyway, and a module costs a command about 6 ms under QEMU/TCG.
 
 def before_wait() -> None:
     """Call this thread's waiting hook, once: it is cleared first."""
@@ -412,6 +410,15 @@ def _ready(sock, t: float) -> bool:
     return bool(select.select([sock], [], [], max(t, 0))[0])
 
 
+def _last_report(writer: _Writer, seconds: float, on_slow) -> bool:
+    """Wait up to `seconds` for a report on the writer's socket (the only
+    or the last of its request).  The last look is at once: a report sent
+    just before the deadline is never taken for a stuck write (the writer
+    decides on the second write by the same clock)."""
+    return _await(lambda t: _ready(writer.sock, t), seconds, on_slow) \
+        or _ready(writer.sock, 0)
+
+
 def _first(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
     """The first write of a request that carries a second.  Its report
     goes to the writer's side socket, where it wakes nobody: this thread
@@ -421,7 +428,7 @@ def _first(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> No
     QEMU/TCG the probe began 1 to 1.5 ms later (bench figure 7, traced).
     Past the deadline without that last report, the first one says which
     write the kernel is still working on."""
-    if _await(lambda t: _ready(writer.sock, t), seconds, on_slow) or _ready(writer.sock, 0):
+    if _last_report(writer, seconds, on_slow):
         writer.last = writer.sock.recv(64)      # b"": died; the second write's to report
     if not _ready(writer.side, 0):
         died = writer.last == b""
@@ -467,12 +474,8 @@ def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> N
     report, writer.last = writer.last, None
     if report is None:
         # The write is in the writer's hands (asked for, or the second of a
-        # request): this thread waits now (_await).  The last look is at
-        # once: a report sent just before the deadline is never taken for a
-        # stuck write (the writer decides on the second write by the same
-        # clock).
-        if not _await(lambda t: _ready(writer.sock, t), seconds, on_slow) \
-                and not _ready(writer.sock, 0):
+        # request): this thread waits now.
+        if not _last_report(writer, seconds, on_slow):
             _abandon(writer)
             raise Stuck(rel, value, seconds, writer)
         report = writer.sock.recv(64)
