@@ -133,9 +133,8 @@ class Binder:
         # A module whose PCI driver is registered is loaded: no modprobe
         # process for it (under QEMU/TCG that process was a third of
         # `apply`).  Otherwise kmod decides, as before.
-        known = self.drivers.get(module)
-        if known is not None and (self._registered.pop(module, None) == known
-                                  or self._registers(module, known)):
+        known = self._registered.pop(module, None) or self._registered_now(module)
+        if known is not None:
             # The driver it registered last time is registered now, and by
             # it: one readlink instead of listing sys/module/M/drivers
             # (five system calls, each of a hotplug's).
@@ -154,15 +153,19 @@ class Binder:
         self.drivers[module] = driver
         return driver
 
-    def _registers(self, module: str, driver: str) -> bool:
-        """Is `driver` registered now, and by `module`?"""
-        return module_of_driver(self.sysfs, driver) == normalise_module(module)
+    def _registered_now(self, module: str) -> str | None:
+        """The driver `module` registered when last loaded, if that driver
+        is registered now, and by it; else None."""
+        known = self.drivers.get(module)
+        if known is not None and module_of_driver(self.sysfs, known) == normalise_module(module):
+            return known
+        return None
 
     def _look_ahead(self, module: str) -> None:
-        """While the kernel probes: whether the driver `module` registered
-        last time is registered now, for load() to take as its answer once."""
-        known = self.drivers.get(module)
-        if known is not None and self._registers(module, known):
+        """While the kernel probes: _registered_now(), for load() to take as
+        its answer once."""
+        known = self._registered_now(module)
+        if known is not None:
             self._registered[module] = known
 
     # -- ownership ----------------------------------------------------------------
