@@ -240,3 +240,74 @@ def test_guards_b_a_forced_unbind_hangs_and_the_daemon_goes_on(rig, clean_slate)
     assert g.driver(rig.share_addr) is None
     cli("--policy", policy, "release", rig.share_addr)
     assert g.driver(rig.share_addr) == "virtio-pci"
+
+
+def test_guards_c_apply_beside_a_remove_that_loops_returns_and_strands_nothing(rig, clean_slate):
+    """The share's transport unbound by hand while the share is mounted: its
+    remove() loops in the kernel, holding the device's lock.  Where the
+    kernel sets driver_override under that lock (driver_set_override in
+    mainline's source since 5.19), the override write waits with it and
+    `apply` must come back stuck on it after its deadline; where it does
+    not, the probe binds nothing (the device still has its driver until
+    remove() returns) and `apply` fails, leaving the device as it was.
+    Which of the two this kernel does is asked first, by a write of our own.
+    Either way `apply` returns and says so."""
+    import sys
+    import threading
+    addr = rig.share_addr
+    override = f"sys/bus/pci/devices/{addr}/driver_override"
+    policy = write_policy(f"""\
+        version: 1
+        rules:
+          - name: the-share
+            match: {{address: "{addr}"}}
+            flavour: vfio
+            force: true
+        """)
+    g.modprobe("vfio_pci")
+    by_hand = subprocess.Popen(
+        ["sh", "-c", f"echo {addr} > /sys/bus/pci/drivers/virtio-pci/unbind"])
+    try:
+        g.wait_for(lambda: g.driver(addr) is None, timeout=30,
+                   what="the unbind by hand in the kernel")
+        assert by_hand.poll() is None and virtio_children(addr)    # remove() still looping
+
+        def clear():        # the override is unset: writing that again changes nothing
+            with open(g.dev_path(addr, "driver_override"), "w") as f:
+                f.write("\n")
+        asking = threading.Thread(target=clear, daemon=True)
+        asking.start()
+        asking.join(5)
+        kernel_waits = asking.is_alive()
+        print(f"guards c: the override write waits for the looping remove: {kernel_waits}")
+        t0 = time.monotonic()
+        apply = subprocess.Popen([sys.executable, "-m", "vfio_flavourd", "--policy", policy,
+                                  "apply", "--unbind-timeout", "3", addr],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = apply.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            rig.unmount_share()         # the kernel lets go; then apply can be reaped
+            apply.communicate(timeout=60)
+            pytest.fail("apply slept in the kernel beside the looping remove")
+        g.record_timing("guards c: apply beside a looping remove", time.monotonic() - t0)
+        assert apply.returncode == 1, (out, err)
+        if kernel_waits:
+            assert (f"{addr} is stuck: write of 'vfio-pci' to {override} did not return "
+                    "within 3 s") in err, (out, err)
+            assert status_row(policy, addr)["stuck_write"] == override
+        else:
+            assert "probe by vfio-pci failed" in out and "left unbound, as it was" in out, \
+                (out, err)
+            assert g.driver_override(addr) is None
+    finally:
+        rig.unmount_share()
+        by_hand.wait(60)
+    assert by_hand.returncode == 0
+    g.wait_for(lambda: not virtio_children(addr), timeout=60, what="the unbind by hand over")
+    if kernel_waits:            # the abandoned write goes in once the lock is free
+        g.wait_for(lambda: g.driver_override(addr) == "vfio-pci", timeout=30,
+                   what="the override write finishing late")
+    cli("--policy", policy, "release", addr)
+    assert g.driver(addr) == "virtio-pci"
+    g.wait_for(lambda: share_transport(rig.share), timeout=10, what="9p transport back")
