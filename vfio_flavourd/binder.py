@@ -73,7 +73,8 @@ class Binder:
                timed: bool = False, then=None) -> None:
         """One write; `timed` for those the kernel may hold: those that run
         a driver's remove() or probe() (unbind, drivers_probe, bind, new_id)
-        and driver_override, which waits for the device's lock; they get
+        and driver_override, which some kernels set under the device's
+        lock; they get
         the deadline and raise deadline.Stuck past it.  then=(rel, value): the
         timed write that comes next if this one succeeds, without anything
         between them (Sysfs.write_timed)."""
@@ -302,9 +303,11 @@ class Binder:
         """`check(dev)`: the guards' reasons not to unbind, for a host driver
         bound behind our back; None when forced."""
         a = dev.address
-        # Timed like the unbind: the kernel takes the device's lock to set
-        # the override (driver_set_override), and a probe or a remove that
-        # holds it (another tool's stuck unbind) would hold this write with it.
+        # Timed like the unbind: where the kernel sets the override under the
+        # device's lock (driver_set_override in mainline's source since 5.19),
+        # a probe or a remove that holds it (another tool's stuck unbind)
+        # holds this write with it.  Debian's 6.12 in the guest did not make
+        # it wait (vmtest_guards, scenario c); the deadline is for those that do.
         self._write(out, self._dev(a, "driver_override"), driver, "set override", timed=True)
         current = self.current_driver(a)
         if current == driver:
