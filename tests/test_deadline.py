@@ -5,6 +5,7 @@ other device meanwhile and completes or rolls back once the kernel is done."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import io
@@ -286,7 +287,7 @@ def test_a_write_announced_with_then_is_made_by_the_same_request(tmp_path, monke
     real_send = deadline._send_fds
     monkeypatch.setattr(deadline, "_send_fds", lambda *a: (sent.append(a[1]), real_send(*a)))
     deadline.in_child(str(first), "sys/unbind", "0000:01:00.0", 5,
-                      then=(str(second), "0000:01:00.0"))
+                      then=[(str(second), "0000:01:00.0")])
     deadline.in_child(str(second), "sys/drivers_probe", "0000:01:00.0", 5)
     assert first.read_text() == second.read_text() == "0000:01:00.0"
     assert len(sent) == 1 and sent[0].count(b"\0") == 4
@@ -300,7 +301,7 @@ def test_the_announced_write_is_not_made_after_a_failed_one(tmp_path):
     second.write_text("")
     with pytest.raises(SysfsError, match="cannot open for writing: No such file"):
         deadline.in_child(str(tmp_path / "none"), "sys/none", "x", 5,
-                          then=(str(second), "0000:01:00.0"))
+                          then=[(str(second), "0000:01:00.0")])
     assert second.read_text() == ""
     assert getattr(deadline._held, "then", None) is None
     deadline.in_child(str(second), "sys/drivers_probe", "0000:03:00.0", 5)
@@ -312,7 +313,7 @@ def test_the_announced_write_is_not_made_after_a_stuck_one(tmp_path):
     os.mkfifo(fifo)
     second.write_text("")
     with pytest.raises(deadline.Stuck) as e:
-        deadline.in_child(str(fifo), "sys/fifo", "x", 0.3, then=(str(second), "0000:01:00.0"))
+        deadline.in_child(str(fifo), "sys/fifo", "x", 0.3, then=[(str(second), "0000:01:00.0")])
     writer = e.value.helper
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # the kernel "returns" at last
     try:
@@ -323,19 +324,31 @@ def test_the_announced_write_is_not_made_after_a_stuck_one(tmp_path):
     assert getattr(deadline._held, "then", None) is None
 
 
-def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path):
-    """The writer's own check, by the clock the caller's deadline is on: a
-    first write that ends past it (the caller gave up) is not followed."""
+@contextlib.contextmanager
+def writer_in_a_thread():
+    """deadline._serve on a thread: (the request socket, the side one)."""
     import socket
     import threading
-    first, second = tmp_path / "unbind", tmp_path / "drivers_probe"
-    first.write_text("")
-    second.write_text("")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     side, their_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server = threading.Thread(target=deadline._serve, args=(theirs, their_side), daemon=True)
     server.start()
     try:
+        yield ours, side
+    finally:
+        ours.close()
+        server.join(5)
+        for sock in (theirs, side, their_side):
+            sock.close()
+
+
+def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path):
+    """The writer's own check, by the clock the caller's deadline is on: a
+    first write that ends past it (the caller gave up) is not followed."""
+    first, second = tmp_path / "unbind", tmp_path / "drivers_probe"
+    first.write_text("")
+    second.write_text("")
+    with writer_in_a_thread() as (ours, side):
         # The first write's report comes on the side socket, the last one
         # on the socket the request came by.
         past = str(time.monotonic_ns() - 1).encode()
@@ -350,19 +363,13 @@ def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path
                               b"f", later]))
         assert ours.recv(64) == b"s" and side.recv(64) == b"o2"
         assert second.read_text() == "d"
-    finally:
-        ours.close()
-        server.join(5)
-        theirs.close()
-        side.close()
-        their_side.close()
 
 
 def test_a_write_other_than_the_announced_one_waits_for_that_one(tmp_path):
     first, second, other = tmp_path / "unbind", tmp_path / "drivers_probe", tmp_path / "bind"
     for f in (first, second, other):
         f.write_text("")
-    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(second), "b"))
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=[(str(second), "b")])
     deadline.in_child(str(other), "sys/bind", "c", 5)
     assert (first.read_text(), second.read_text(), other.read_text()) == ("a", "b", "c")
     assert getattr(deadline._held, "then", None) is None
@@ -382,7 +389,7 @@ def test_a_second_write_the_writer_skipped_is_asked_for_again(tmp_path, monkeypa
     real_ns = deadline.time.monotonic_ns
     # The deadline handed to the writer is past by the writer's clock.
     monkeypatch.setattr(deadline.time, "monotonic_ns", lambda: real_ns() - 10**12)
-    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(second), "b"))
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=[(str(second), "b")])
     monkeypatch.setattr(deadline.time, "monotonic_ns", real_ns)
     assert second.read_text() == ""             # skipped by the writer
     deadline.in_child(str(second), "sys/drivers_probe", "b", 5)
@@ -508,7 +515,7 @@ def test_the_first_write_of_a_request_returns_with_the_second(tmp_path):
     t = threading.Thread(target=reader)
     t.start()
     began = time.monotonic()
-    deadline.in_child(str(first), "sys/unbind", "a", 5, then=(str(fifo), "b"))
+    deadline.in_child(str(first), "sys/unbind", "a", 5, then=[(str(fifo), "b")])
     assert time.monotonic() - began >= 0.25 and first.read_text() == "a"
     deadline.in_child(str(fifo), "sys/drivers_probe", "b", 5)      # collected, not waited
     t.join(5)
@@ -522,7 +529,7 @@ def test_a_second_write_that_hangs_leaves_the_first_done_and_is_stuck(tmp_path):
     first, fifo = tmp_path / "unbind", tmp_path / "drivers_probe"
     first.write_text("")
     os.mkfifo(fifo)             # no reader: the second write's open blocks
-    deadline.in_child(str(first), "sys/unbind", "a", 0.4, then=(str(fifo), "b"))
+    deadline.in_child(str(first), "sys/unbind", "a", 0.4, then=[(str(fifo), "b")])
     assert first.read_text() == "a"
     with pytest.raises(deadline.Stuck) as e:
         deadline.in_child(str(fifo), "sys/drivers_probe", "b", 0.4)
@@ -532,3 +539,88 @@ def test_a_second_write_that_hangs_leaves_the_first_done_and_is_stuck(tmp_path):
         assert wait_for(lambda: (deadline._reap(), not deadline._abandoned)[1], 10)
     finally:
         os.close(fd)
+
+
+def three(tmp_path):
+    """An override, an unbind and a drivers_probe, as files."""
+    files = [tmp_path / "driver_override", tmp_path / "unbind", tmp_path / "drivers_probe"]
+    for f in files:
+        f.write_text("")
+    return files
+
+
+def test_three_writes_of_one_request_each_collected_in_turn(tmp_path, monkeypatch):
+    override, unbind, probe = three(tmp_path)
+    sent = []
+    real_send = deadline._send_fds
+    monkeypatch.setattr(deadline, "_send_fds", lambda *a: (sent.append(a[1]), real_send(*a)))
+    deadline.in_child(str(override), "sys/driver_override", "v", 5,
+                      then=[(str(unbind), "a"), (str(probe), "a")])
+    assert [f.read_text() for f in (override, unbind, probe)] == ["v", "a", "a"]
+    deadline.in_child(str(unbind), "sys/unbind", "a", 5)
+    assert deadline._held.then is not None             # the probe's report still to take
+    deadline.in_child(str(probe), "sys/drivers_probe", "a", 5)
+    assert len(sent) == 1 and getattr(deadline._held, "then", None) is None
+    deadline.in_child(str(probe), "sys/drivers_probe", "b", 5)
+    assert probe.read_text() == "b" and len(sent) == 2
+
+
+def test_a_middle_write_that_fails_ends_the_request_there(tmp_path):
+    override, _unbind, probe = three(tmp_path)
+    deadline.in_child(str(override), "sys/driver_override", "v", 5,
+                      then=[(str(tmp_path / "none"), "a"), (str(probe), "a")])
+    with pytest.raises(SysfsError, match="cannot open for writing: No such file"):
+        deadline.in_child(str(tmp_path / "none"), "sys/unbind", "a", 5)
+    assert probe.read_text() == "" and getattr(deadline._held, "then", None) is None
+    assert deadline._writers            # the writer goes back to the idle ones
+    deadline.in_child(str(probe), "sys/drivers_probe", "b", 5)
+    assert probe.read_text() == "b"
+
+
+def test_a_middle_write_that_hangs_is_the_stuck_one_and_the_last_is_not_made(tmp_path):
+    override, unbind, probe = three(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)             # no reader: the unbind's open blocks
+    deadline.in_child(str(override), "sys/driver_override", "v", 0.4,
+                      then=[(str(fifo), "a"), (str(probe), "a")])
+    assert override.read_text() == "v"
+    with pytest.raises(deadline.Stuck) as e:
+        deadline.in_child(str(fifo), "sys/unbind", "a", 0.4)
+    assert e.value.rel == "sys/unbind" and getattr(deadline._held, "then", None) is None
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # the kernel "returns" past the deadline
+    try:
+        assert wait_for(lambda: (deadline._reap(), not deadline._abandoned)[1], 10)
+    finally:
+        os.close(fd)
+    assert probe.read_text() == ""
+
+
+def test_a_course_change_after_the_first_of_three_waits_for_the_other_two(tmp_path):
+    override, unbind, probe = three(tmp_path)
+    other = tmp_path / "bind"
+    other.write_text("")
+    deadline.in_child(str(override), "sys/driver_override", "v", 5,
+                      then=[(str(unbind), "a"), (str(probe), "a")])
+    deadline.in_child(str(other), "sys/bind", "c", 5)
+    assert [f.read_text() for f in (unbind, probe, other)] == ["a", "a", "c"]
+    assert getattr(deadline._held, "then", None) is None
+
+
+def test_the_writer_reports_each_write_but_the_last_on_the_side(tmp_path):
+    override, unbind, probe = three(tmp_path)
+    later = str(time.monotonic_ns() + 10**10).encode()
+    with writer_in_a_thread() as (ours, side):
+        ours.send(b"\0".join([str(override).encode(), b"v", str(unbind).encode(), b"a",
+                              str(probe).encode(), b"a", later]))
+        assert ours.recv(64) == b"w0"
+        assert (side.recv(64), side.recv(64)) == (b"w0", b"w0")
+        assert [f.read_text() for f in (override, unbind, probe)] == ["v", "a", "a"]
+        # A failed middle write: reported on the side, then b"s" for the rest.
+        ours.send(b"\0".join([str(override).encode(), b"w", str(tmp_path / "none").encode(),
+                              b"b", str(probe).encode(), b"b", later]))
+        assert ours.recv(64) == b"s"
+        assert (side.recv(64), side.recv(64)) == (b"w0", b"o2")
+        assert override.read_text() == "w" and probe.read_text() == "a"
+        side.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            side.recv(64)           # nothing for the write not made

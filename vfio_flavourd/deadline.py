@@ -293,25 +293,26 @@ def _write_one(path: bytes, value: bytes, opened: dict) -> bytes:
 
 def _serve(sock, side) -> None:
     """The writer process: a report for each write asked for.  A request
-    may carry a second write, with the first one's deadline: that one is
-    written at once if the first succeeded before the deadline, else
-    reported as skipped (b"s"), so that it is never written after the
-    caller has given the first up as stuck.  The first write's report of
-    such a request goes to `side`, where nobody waits on it (_first)."""
+    may carry more writes after the first, with its deadline: each is
+    written at once if the one before succeeded before the deadline, else
+    the request ends with b"s" (skipped), so that no write is made after
+    the caller has given one before it up as stuck.  The reports of all
+    but a request's last write go to `side`, where nobody waits on them
+    (_first)."""
     opened: dict = {}
     while True:
         msg, fds = _recv_fds(sock, 8192, 4)
         if not msg:
             return
         fields = msg.split(b"\0")
-        report = _write_one(fields[0], fields[1], opened)
         try:
-            if len(fields) == 5:
+            report = _write_one(fields[0], fields[1], opened)
+            for i in range(2, len(fields) - 1, 2):
                 side.send(report)
-                if report[1:] == b"0" and time.monotonic_ns() < int(fields[4]):
-                    report = _write_one(fields[2], fields[3], opened)
-                else:
+                if report[1:] != b"0" or time.monotonic_ns() >= int(fields[-1]):
                     report = b"s"
+                    break
+                report = _write_one(fields[i], fields[i + 1], opened)
         except OSError:         # abandoned: nobody waits for the answer
             return
         finally:
@@ -362,48 +363,67 @@ def _reap() -> None:
 
 
 def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
-             then=None) -> None:
+             then=()) -> None:
     """open(2) and write(2) of `value` to `path` in a writer process.
 
-    then=(path, value): the write this thread asks for next if this one
-    succeeds (an unbind's drivers_probe).  The writer makes it as soon as
-    this one returns, instead of waiting for the next request: under
-    QEMU/TCG each request's round trip between the two processes cost
-    1 to 3 ms of a hotplug.  This call returns once both are made (or
-    past its deadline, once this one is: _first); the next in_child call
-    collects the second."""
+    then=[(path, value), ...]: the writes this thread asks for next, in
+    turn, if this one succeeds (an override's unbind and drivers_probe).
+    The writer makes each as soon as the one before returns, instead of
+    waiting for the next request: under QEMU/TCG each request's round trip
+    between the two processes cost 1 to 3 ms of a hotplug.  This call
+    returns once all are made (or past its deadline, once this one is:
+    _first); the next in_child calls collect the others' reports."""
     _reap()
     pending = getattr(_held, "then", None)
     if pending is not None:
         _held.then = None
-        writer, then_path, then_value = pending
+        writer, rest = pending
         try:
-            if (then_path, then_value) == (path, value):
-                return _report(writer, rel, value, seconds, on_slow)
-            # Not the write announced (the caller changed course): that
-            # one is made regardless, so wait for it before going on.
-            _report(writer, then_path, then_value, seconds, on_slow)
+            while rest:
+                (then_path, then_value), rest = rest[0], rest[1:]
+                if (then_path, then_value) == (path, value):
+                    _next(writer, rest, rel, value, seconds, on_slow)
+                    if rest:
+                        _held.then = (writer, rest)
+                    return
+                # Not the write announced (the caller changed course): that
+                # one is made regardless, so wait for it before going on.
+                try:
+                    _next(writer, rest, rel, then_value, seconds, on_slow)
+                except SysfsError:
+                    break       # nor are those after it: the request ended
         except _Skipped:
-            pass    # the first one ended near its deadline: asked for below
+            pass    # one before it ended near its deadline: asked for below
     with _idle_lock:
         writer = _writers.pop() if _writers else None
     if writer is None:
         writer = _Writer()
     held = getattr(_held, "fd", None)
     request = [path.encode(), value.encode("ascii")]
-    if then is not None:
-        request += [then[0].encode(), then[1].encode("ascii"),
-                    str(time.monotonic_ns() + int(seconds * 1e9)).encode()]
+    for then_path, then_value in then:
+        request += [then_path.encode(), then_value.encode("ascii")]
+    if then:
+        request.append(str(time.monotonic_ns() + int(seconds * 1e9)).encode())
     try:
         _send_fds(writer.sock, b"\0".join(request), [held] if held is not None else [])
     except OSError as e:
         _abandon(writer)
         raise SysfsError(rel, f"cannot reach the writer process: {e.strerror}") from None
-    if then is None:
+    if not then:
         _report(writer, rel, value, seconds, on_slow)
         return
     _first(writer, rel, value, seconds, on_slow)
-    _held.then = (writer, then[0], then[1])
+    _held.then = (writer, list(then))
+
+
+def _next(writer: "_Writer", rest: list, rel: str, value: str, seconds: float,
+          on_slow) -> None:
+    """The report of a write announced by an earlier in_child call, with
+    `rest` announced after it: the request's last when there are none."""
+    if not rest:
+        _report(writer, rel, value, seconds, on_slow)
+    else:
+        _between(writer, rel, value, seconds, on_slow)
 
 
 def _ready(sock, t: float) -> bool:
@@ -420,30 +440,53 @@ def _last_report(writer: _Writer, seconds: float, on_slow) -> bool:
 
 
 def _first(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
-    """The first write of a request that carries a second.  Its report
-    goes to the writer's side socket, where it wakes nobody: this thread
-    waits for the request's last report (both writes made, or the second
+    """The first write of a request that carries more.  Its report goes
+    to the writer's side socket, where it wakes nobody: this thread waits
+    for the request's last report (all its writes made, or the rest
     skipped) and reads the first one then.  Woken by the first report, it
     took the CPU from the writer between an unbind and its probe: under
     QEMU/TCG the probe began 1 to 1.5 ms later (bench figure 7, traced).
     Past the deadline without that last report, the first one says which
     write the kernel is still working on."""
     if _last_report(writer, seconds, on_slow):
-        writer.last = writer.sock.recv(64)      # b"": died; the second write's to report
+        writer.last = writer.sock.recv(64)      # b"": died; the last write's to report
     if not _ready(writer.side, 0):
         died = writer.last == b""
         _abandon(writer)
         if died:
             raise SysfsError(rel, "the writer process died")
         raise Stuck(rel, value, seconds, writer)
+    _side_report(writer, rel, value)
+
+
+def _between(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
+    """A write of a request that is neither its first nor its last.  Its
+    report comes on the side socket, unless the request ended before it
+    (the last report, b"s", with none on the side for it)."""
+    if writer.last is None:
+        either = lambda t: bool(select.select([writer.side, writer.sock], [], [],  # noqa: E731
+                                              max(t, 0))[0])
+        if not (_await(either, seconds, on_slow) or either(0)):
+            _abandon(writer)
+            raise Stuck(rel, value, seconds, writer)
+    # The writer sends a write's side report before the request's last
+    # one: whichever came, the side is read first.
+    if _ready(writer.side, 0):
+        _side_report(writer, rel, value)
+    else:
+        _report(writer, rel, value, seconds, on_slow)
+
+
+def _side_report(writer: _Writer, rel: str, value: str) -> None:
+    """Read and check a report that is on the side socket.  After a
+    failed write the writer makes none of the request's others."""
     report = writer.side.recv(64)
     try:
         _check(report, rel, value)
     except SysfsError:
-        # The writer skips the second write after a failed first one.
         last, writer.last = writer.last, None
         if last is None:
-            last = writer.sock.recv(64)     # sent with the first
+            last = writer.sock.recv(64)     # sent right after this one
         if last == b"s":
             _reuse(writer)
         else:
@@ -469,7 +512,7 @@ class _Skipped(Exception):
 
 def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> None:
     """Wait for the writer's report on one write (the only one of its
-    request, or the second, unless _first read that already); the writer
+    request, or the last, unless _first read that already); the writer
     goes back to the idle ones."""
     report, writer.last = writer.last, None
     if report is None:

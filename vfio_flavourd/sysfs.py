@@ -96,16 +96,16 @@ class Sysfs:
             raise SysfsError(rel, str(e).split(": ", 1)[1]) from None
 
     def write_timed(self, rel: str, value: str, seconds: float, on_slow=None,
-                    then=None) -> None:
+                    then=()) -> None:
         """write(), by a helper that is abandoned after `seconds`
         (deadline.Stuck): for unbind and probe writes, which run a driver's
-        remove() or probe() and may never return.  then=(rel, value): the
-        timed write asked for next if this one succeeds, which the helper
-        may make at once (deadline.in_child)."""
+        remove() or probe() and may never return.  then=[(rel, value), ...]:
+        the timed writes asked for next, in turn, if this one succeeds,
+        which the helper may make at once (deadline.in_child)."""
         path = self.write_path(rel)
         from .deadline import in_child
         in_child(path, rel, value, seconds, on_slow,
-                 then=(self.write_path(then[0]), then[1]) if then else None)
+                 then=[(self.write_path(r), v) for r, v in then])
 
 
 # sysfs attributes are at most a page; anything that keeps giving more

@@ -166,7 +166,7 @@ class SimSysfs(Sysfs):
             raise SysfsError(rel, f"write of {value!r} failed: {os.strerror(err)}", err)
 
     def write_timed(self, rel: str, value: str, seconds: float, on_slow=None,
-                    then=None) -> None:
+                    then=()) -> None:
         """The kernel is Python in this process: the helper is a thread.
         Only a Hang fault can keep a simulated write from returning, so
         without one the write runs inline (a thread hand-off per write was
