@@ -501,6 +501,9 @@ def test_a_driver_bound_between_the_guards_and_the_override_is_guarded_again(
     assert o.result == "failed" and "refusing to unbind: network interface eth1" in o.message
     assert driver_of(kernel, VIRTIO) == "virtio-pci"
     assert override_of(kernel, VIRTIO) == "(null)"
+    # The rollback leaves the NIC on virtio-pci: it does not unbind what the
+    # guards refused to, to put the device back as it was (unbound).
+    assert not [s for s in o.steps if s.startswith("unbind from virtio-pci")], o.steps
     assert any(s.startswith("the kernel's own probe bound virtio-pci meanwhile")
                for s in o.steps), o.steps
 
@@ -577,6 +580,10 @@ def test_a_device_another_driver_took_before_the_announced_unbind_is_guarded_aga
     assert asked == ["virtio-pci", "pci-stub"], (asked, o.steps)
     assert o.result == "failed" and "refusing to unbind: pci-stub holds it" in o.message
     assert "not on virtio-pci any more, but on pci-stub" in o.steps, o.steps
+    # Nor does the rollback unbind it: pci-stub is not a driver the move bound.
+    assert driver_of(kernel, VIRTIO) == "pci-stub", o.steps
+    assert "left on pci-stub, which the kernel's own probe or another tool bound " \
+        "meanwhile (it was on virtio-pci)" in o.message
 
 
 def test_an_events_device_is_decided_once_when_the_completed_read_agrees(tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ the rule's fallback, else restore the previous override and reprobe so the
 host driver gets the device back.
 
 Invariant: afterwards the device is on the chosen driver, the fallback's, or
-the driver it had before; no override is left naming a driver that does not
-hold it.
+the driver it had before, or on one the kernel's own probe or another tool
+bound meanwhile, which a rollback never unbinds (the guards may have
+refused to); no override is left naming a driver that does not hold it.
 """
 
 from __future__ import annotations
@@ -245,11 +246,13 @@ class Binder:
             candidates.append(rule.fallback)
         failures = []
         target = (module, None)
+        ours = set()        # the drivers this move tried to bind
         try:
             for m in candidates:
                 try:
                     driver = self.load(out, m)
                     target = (m, driver)
+                    ours.add(driver)
                     if has_override:
                         self._override_sequence(out, dev, driver, check=check)
                     else:
@@ -267,8 +270,8 @@ class Binder:
                 except _StepFailed as e:
                     failures.append(str(e))
                     out.steps.append(f"failed: {e}")
-            self._restore(out, dev)
-            out.message = "; ".join(failures) + f"; {self._restored_text(out, dev)}"
+            self._restore(out, dev, ours)
+            out.message = "; ".join(failures) + f"; {self._restored_text(out, dev, ours)}"
             self.state.update(dev.address, {
                 "module": module, "driver": None, "rule": out.rule, "override": None,
                 "previous_driver": dev.driver, "previous_module": dev.driver_module,
@@ -432,9 +435,12 @@ class Binder:
         except _StepFailed as e:
             out.steps.append(f"warning: {e}")
 
-    def _restore(self, out: Outcome, dev: pci.PciDevice) -> None:
+    def _restore(self, out: Outcome, dev: pci.PciDevice, ours: set) -> None:
         """Put the device back as it was: the previous override, and its
-        previous driver (by reprobe, then by an explicit bind)."""
+        previous driver (by reprobe, then by an explicit bind).  A driver
+        not in `ours` (those this move tried to bind) that holds it now was
+        bound by the kernel's own probe or another tool, and the guards may
+        have refused to unbind it: the device is left on it."""
         a = dev.address
         out.steps.append("rolling back")
         if self.sysfs.exists(self._dev(a, "driver_override")):
@@ -442,6 +448,10 @@ class Binder:
                               "restore override", timed=True)
         current = self.current_driver(a)
         if current is not None and current != dev.driver:
+            if current not in ours:
+                out.steps.append(f"leaving it on {current}, which this move did not bind")
+                out.driver = current
+                return
             self._best_effort(out, f"{PCI_DRIVERS}/{current}/unbind", a, f"unbind from {current}",
                               timed=True)
         if self.current_driver(a) is None:
@@ -451,10 +461,13 @@ class Binder:
                                   f"bind back to {dev.driver}", timed=True)
         out.driver = self.current_driver(a)
 
-    def _restored_text(self, out: Outcome, dev: pci.PciDevice) -> str:
+    def _restored_text(self, out: Outcome, dev: pci.PciDevice, ours: set) -> str:
         if out.driver == dev.driver:
             return (f"returned to {dev.driver}" if dev.driver
                     else "left unbound, as it was")
+        if out.driver is not None and out.driver not in ours:
+            return (f"left on {out.driver}, which the kernel's own probe or another tool "
+                    f"bound meanwhile (it was {'on ' + dev.driver if dev.driver else 'unbound'})")
         return (f"WARNING: could not return it to {dev.driver}; it is now on "
                 f"{out.driver or 'no driver'}")
 
