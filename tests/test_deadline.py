@@ -324,6 +324,11 @@ def test_the_announced_write_is_not_made_after_a_stuck_one(tmp_path):
     assert getattr(deadline._held, "then", None) is None
 
 
+def report(side) -> bytes:
+    """A report from the side socket, without the time that follows it."""
+    return side.recv(64).partition(b"@")[0]
+
+
 @contextlib.contextmanager
 def writer_in_a_thread():
     """deadline._serve on a thread: (the request socket, the side one)."""
@@ -353,15 +358,15 @@ def test_the_writer_skips_the_second_write_past_the_first_ones_deadline(tmp_path
         # on the socket the request came by.
         past = str(time.monotonic_ns() - 1).encode()
         ours.send(b"\0".join([str(first).encode(), b"a", str(second).encode(), b"b", past]))
-        assert ours.recv(64) == b"s" and side.recv(64) == b"w0"
+        assert ours.recv(64) == b"s" and report(side) == b"w0"
         assert first.read_text() == "a" and second.read_text() == ""
         later = str(time.monotonic_ns() + 10**10).encode()
         ours.send(b"\0".join([str(first).encode(), b"c", str(second).encode(), b"d", later]))
-        assert ours.recv(64) == b"w0" and side.recv(64) == b"w0"
+        assert ours.recv(64) == b"w0" and report(side) == b"w0"
         assert first.read_text() == "c" and second.read_text() == "d"
         ours.send(b"\0".join([str(tmp_path / "none").encode(), b"e", str(second).encode(),
                               b"f", later]))
-        assert ours.recv(64) == b"s" and side.recv(64) == b"o2"
+        assert ours.recv(64) == b"s" and report(side) == b"o2"
         assert second.read_text() == "d"
 
 
@@ -581,11 +586,15 @@ def test_a_middle_write_that_hangs_is_the_stuck_one_and_the_last_is_not_made(tmp
     override, unbind, probe = three(tmp_path)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)             # no reader: the unbind's open blocks
-    deadline.in_child(str(override), "sys/driver_override", "v", 0.4,
+    began = time.monotonic()
+    deadline.in_child(str(override), "sys/driver_override", "v", 1.0,
                       then=[(str(fifo), "a"), (str(probe), "a")])
     assert override.read_text() == "v"
     with pytest.raises(deadline.Stuck) as e:
-        deadline.in_child(str(fifo), "sys/unbind", "a", 0.4)
+        deadline.in_child(str(fifo), "sys/unbind", "a", 1.0)
+    # Given up once its own deadline passed, counted from when the writer
+    # began it (right after the override), not after the override's wait.
+    assert time.monotonic() - began < 1.7
     assert e.value.rel == "sys/unbind" and getattr(deadline._held, "then", None) is None
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # the kernel "returns" past the deadline
     try:
@@ -610,16 +619,20 @@ def test_the_writer_reports_each_write_but_the_last_on_the_side(tmp_path):
     override, unbind, probe = three(tmp_path)
     later = str(time.monotonic_ns() + 10**10).encode()
     with writer_in_a_thread() as (ours, side):
+        before = time.monotonic_ns()
         ours.send(b"\0".join([str(override).encode(), b"v", str(unbind).encode(), b"a",
                               str(probe).encode(), b"a", later]))
         assert ours.recv(64) == b"w0"
-        assert (side.recv(64), side.recv(64)) == (b"w0", b"w0")
+        # Each with the time the write after it began.
+        first, second = side.recv(64).split(b"@"), side.recv(64).split(b"@")
+        assert (first[0], second[0]) == (b"w0", b"w0")
+        assert before <= int(first[1]) <= int(second[1]) <= time.monotonic_ns()
         assert [f.read_text() for f in (override, unbind, probe)] == ["v", "a", "a"]
         # A failed middle write: reported on the side, then b"s" for the rest.
         ours.send(b"\0".join([str(override).encode(), b"w", str(tmp_path / "none").encode(),
                               b"b", str(probe).encode(), b"b", later]))
         assert ours.recv(64) == b"s"
-        assert (side.recv(64), side.recv(64)) == (b"w0", b"o2")
+        assert (report(side), report(side)) == (b"w0", b"o2")
         assert override.read_text() == "w" and probe.read_text() == "a"
         side.setblocking(False)
         with pytest.raises(BlockingIOError):

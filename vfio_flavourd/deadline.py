@@ -308,7 +308,8 @@ def _serve(sock, side) -> None:
         try:
             report = _write_one(fields[0], fields[1], opened)
             for i in range(2, len(fields) - 1, 2):
-                side.send(report)
+                # With the time the next write begins, its deadline's start.
+                side.send(report + b"@" + str(time.monotonic_ns()).encode())
                 if report[1:] != b"0" or time.monotonic_ns() >= int(fields[-1]):
                     report = b"s"
                     break
@@ -344,6 +345,7 @@ class _Writer:
         their_side.close()
         self.pid, self.sock, self.side = pid, ours, side
         self.last = None        # a request's last report, read with its first (_first)
+        self.began = None       # when the write after the last side report read began
 
     def when_done(self, cb: Callable[[], None]) -> None:
         # The writer holds its own copy of the lock: ours can go now.
@@ -398,6 +400,7 @@ def in_child(path: str, rel: str, value: str, seconds: float, on_slow=None,
         writer = _writers.pop() if _writers else None
     if writer is None:
         writer = _Writer()
+    writer.began = None
     held = getattr(_held, "fd", None)
     request = [path.encode(), value.encode("ascii")]
     for then_path, then_value in then:
@@ -466,7 +469,7 @@ def _between(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> 
     if writer.last is None:
         either = lambda t: bool(select.select([writer.side, writer.sock], [], [],  # noqa: E731
                                               max(t, 0))[0])
-        if not (_await(either, seconds, on_slow) or either(0)):
+        if not (_await(either, _left(writer, seconds), on_slow) or either(0)):
             _abandon(writer)
             raise Stuck(rel, value, seconds, writer)
     # The writer sends a write's side report before the request's last
@@ -480,7 +483,8 @@ def _between(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> 
 def _side_report(writer: _Writer, rel: str, value: str) -> None:
     """Read and check a report that is on the side socket.  After a
     failed write the writer makes none of the request's others."""
-    report = writer.side.recv(64)
+    report, _, began = writer.side.recv(64).partition(b"@")
+    writer.began = int(began) if began else None
     try:
         _check(report, rel, value)
     except SysfsError:
@@ -516,9 +520,9 @@ def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> N
     goes back to the idle ones."""
     report, writer.last = writer.last, None
     if report is None:
-        # The write is in the writer's hands (asked for, or the second of a
+        # The write is in the writer's hands (asked for, or the last of a
         # request): this thread waits now.
-        if not _last_report(writer, seconds, on_slow):
+        if not _last_report(writer, _left(writer, seconds), on_slow):
             _abandon(writer)
             raise Stuck(rel, value, seconds, writer)
         report = writer.sock.recv(64)
@@ -531,6 +535,17 @@ def _report(writer: _Writer, rel: str, value: str, seconds: float, on_slow) -> N
         # the clock, though not by ours: this one is not made yet.
         raise _Skipped()
     _check(report, rel, value)
+
+
+def _left(writer: _Writer, seconds: float) -> float:
+    """How long to wait for a write that is not the first of its request:
+    its deadline runs from when the writer began it, which its side report
+    before it said.  Waited for from the caller's own start instead, a
+    stuck unbind after an override would be given up only after twice
+    its deadline."""
+    if writer.began is None:
+        return seconds
+    return max(0.0, seconds - (time.monotonic_ns() - writer.began) / 1e9)
 
 
 def _check(report: bytes, rel: str, value: str) -> None:
