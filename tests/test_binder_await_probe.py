@@ -55,6 +55,31 @@ def test_the_guards_see_the_driver_the_kernels_probe_bound_meanwhile(tmp_path, m
         in o.steps
 
 
+def test_after_the_probe_only_the_driver_and_its_module_are_read_again(tmp_path, monkeypatch):
+    # driver_override was read with the rest, and no probe writes it.
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    _just_added(kernel)
+    seen = []
+
+    def refusals(sysfs, dev, top=None):
+        seen.append((dev.driver, dev.driver_module, dev.driver_override))
+        return []
+    monkeypatch.setattr(guards, "refusals", refusals)
+    await_probe, calls = _probe_ending(kernel, [True])
+    reads = []
+    real_read = ctx.sysfs.read
+
+    def read(rel):
+        if calls:
+            reads.append(rel)
+        return real_read(rel)
+    monkeypatch.setattr(ctx.sysfs, "read", read)
+    _, o = actions.decide_and_carry_out(ctx, ctx.binder(0, await_probe=await_probe), VIRTIO)
+    assert seen == [("virtio-pci", "virtio_pci", None)]
+    assert not [r for r in reads if r.endswith("/driver_override")], reads
+    assert o.result == "bound", o.steps
+
+
 def test_a_probe_that_has_not_ended_leaves_everything_as_it_was(tmp_path, monkeypatch):
     kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
     asked = _asked(monkeypatch)

@@ -264,6 +264,12 @@ def settled(sysfs: Sysfs, early: PciDevice) -> PciDevice:
     return early._replace(driver=driver, driver_module=module, driver_override=override)
 
 
+def rebound(sysfs: Sysfs, dev: PciDevice, driver: str | None) -> PciDevice:
+    """`dev` now on `driver` (just read from its link), the rest as read."""
+    module = module_of_driver(sysfs, driver) if driver else None
+    return dev._replace(driver=driver, driver_module=module)
+
+
 def addresses(sysfs: Sysfs) -> list:
     return [a for a in sysfs.entries(PCI_DEVICES) if is_address(a)]
 
