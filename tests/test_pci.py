@@ -58,3 +58,41 @@ def test_normalise_address():
     assert pci.normalise_address(" 3B:00.1 ") == "0000:3b:00.1"
     with pytest.raises(pci.UsageError):
         pci.normalise_address("3b:00")
+
+
+def _mlx5(tmp_path, **kw):
+    Tree(tmp_path).driver("mlx5_core", "mlx5_core").device(
+        ADDR, 0x15B3, 0x101E, 0x020000, sv=0x15B3, sd=0x0016, driver="mlx5_core", **kw)
+    return Sysfs(Root(tmp_path))
+
+
+def test_the_snapshot_read_from_the_directory_is_what_each_path_says(tmp_path):
+    sysfs = _mlx5(tmp_path)
+    base = f"sys/bus/pci/devices/{ADDR}"
+    with open(tmp_path / base / "driver_override", "w") as f:
+        f.write("vfio-pci\n")
+    dev = pci.read_device(sysfs, ADDR)
+    assert (dev.modalias, dev.driver, dev.driver_override, dev.iommu_group, dev.physfn) == (
+        sysfs.read(f"{base}/modalias"), sysfs.link(f"{base}/driver"), "vfio-pci",
+        sysfs.link(f"{base}/iommu_group"), sysfs.link(f"{base}/physfn"))
+    assert pci.read_device(sysfs, ADDR, override=False).driver_override is None
+
+
+def test_an_attribute_that_is_a_fifo_is_an_error_naming_its_whole_path(tmp_path):
+    sysfs = _mlx5(tmp_path)
+    path = tmp_path / "sys/bus/pci/devices" / ADDR / "modalias"
+    os.unlink(path)
+    os.mkfifo(path)
+    with pytest.raises(pci.SysfsError) as e:
+        pci.read_device(sysfs, ADDR)        # O_NONBLOCK: never waits for a writer
+    assert f"sys/bus/pci/devices/{ADDR}/modalias" in str(e.value)
+    assert list(pci.scan(sysfs, warn=lambda w: None)) == []
+
+
+def test_a_device_directory_in_a_link_loop_is_an_error_naming_it(tmp_path):
+    devices = tmp_path / "sys/bus/pci/devices"
+    devices.mkdir(parents=True)
+    os.symlink(ADDR, devices / ADDR)
+    with pytest.raises(pci.SysfsError) as e:
+        pci.read_device(Sysfs(Root(tmp_path)), ADDR)
+    assert f"sys/bus/pci/devices/{ADDR}" in str(e.value)
