@@ -394,3 +394,22 @@ def test_a_directory_whose_uevent_cannot_be_looked_at_is_walked(tree, monkeypatc
     walked = _walked(tree)
     assert "virtio3/net/eth7/queues/rx-0" in walked
     assert "virtio3/net/eth7/queues/tx-0" not in walked
+
+
+
+def test_a_walk_that_the_kernel_refuses_is_a_refusal_that_says_why(tree, monkeypatch):
+    # Below the device, a directory that cannot be listed (a copied tree's
+    # permissions, a link loop): what is there cannot be seen.
+    _kernel_nic(tree, queues=0)
+    scandir = os.scandir
+
+    def refusing(path, *a, **k):
+        if str(path).endswith("/virtio3"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path, *a, **k)
+    monkeypatch.setattr(os, "scandir", refusing)
+    reasons = tree.refusals()
+    assert len(reasons) == 1, reasons
+    assert reasons[0].startswith(f"cannot look at what is below it in sysfs ({tree.root / DEV}"
+                                 "/virtio3: Permission denied)"), reasons
+    assert reasons[0].endswith("refusing rather than guessing")

@@ -205,7 +205,12 @@ def refusals(sysfs: Sysfs, dev: PciDevice, top: str | None = None) -> list:
     """Every reason not to unbind this device from its host driver.  `top`:
     its device_dir(), when already known."""
     top = top or device_dir(sysfs, dev.address)
-    below = _descendants(sysfs, dev.address, top)    # one walk for every check
+    try:
+        below = _descendants(sysfs, dev.address, top)    # one walk for every check
+    except OSError as e:
+        # What lies below it cannot be seen: refuse rather than guess.
+        return [f"cannot look at what is below it in sysfs ({e.filename or top}: "
+                f"{e.strerror or e}); refusing rather than guessing"]
     reasons = check_console(sysfs, dev)
     if below:
         from .mounts import Tables
