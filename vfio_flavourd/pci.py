@@ -251,9 +251,11 @@ def settled(sysfs: Sysfs, early: PciDevice) -> PciDevice:
     then its driver read again.  This is a second look, not a wait for the
     kernel's own probe of a hot-added device: traced on Debian's 6.12 (bench
     figure 7), it returned before that probe had bound the host driver in
-    3 hotplugs of 8.  Whoever unbinds reads the driver again first
-    (Binder._override_sequence), and the unbind itself waits in the kernel
-    for a probe in progress."""
+    3 hotplugs of 8.  Whoever unbinds names the driver it was asked about
+    (Binder._override_sequence): the kernel answers ENODEV if the device
+    has moved since, and the unbind itself waits in the kernel for a probe
+    in progress.  Once that probe has ended, rebound() reads what it
+    changed."""
     base = f"{PCI_DEVICES}/{early.address}"
     override = _override(sysfs, base)
     driver = sysfs.link(f"{base}/driver")
