@@ -612,8 +612,8 @@ def main(argv=None):
                                                      os.path.join(REPO, ".venv")),
                     help="venv whose python runs pytest in the guest (default: <repo>/.venv)")
     ap.add_argument("--timeout", type=float,
-                    default=float(os.environ.get("VFIO_FLAVOURD_VM_TIMEOUT", 1200)),
-                    help="seconds before the guest is killed (default 1200)")
+                    default=float(os.environ.get("VFIO_FLAVOURD_VM_TIMEOUT", 1800)),
+                    help="seconds before the guest is killed (default 1800)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--verbose", "-V", action="store_true",
                     help="stream the guest console and QMP traffic")
