@@ -32,6 +32,15 @@ KNOWN = (
      "real kernel: add uevent to bound (raw sysfs sequence)", "s", None),
     ("hotplug_kernel_events", "ratio_to_raw",
      "real kernel: hotplug, daemon / raw sequence (medians)", "x", ("<=", 1.2)),
+    # The raw sequence plus what the safety rules ask before an unbind
+    # (the device's lock, the end of the kernel's own probe, the guards,
+    # the writes in the writer process), by this project's own code.
+    ("hotplug_kernel_events", "floor/median_request_to_bound_s",
+     "real kernel: device_add to bound (safety floor, no daemon)", "s", None),
+    ("hotplug_kernel_events", "floor_ratio_to_raw",
+     "real kernel: hotplug, safety floor / raw sequence (medians)", "x", None),
+    ("hotplug_kernel_events", "ratio_to_floor",
+     "real kernel: hotplug, daemon / safety floor (medians)", "x", None),
     # By the kernel's clock (the function tracer): from the kernel's own
     # probe binding the host driver to the unbind entering the kernel.
     # Below 0: written during that probe, and waited for it.
@@ -39,6 +48,9 @@ KNOWN = (
      "real kernel: host driver bound to unbind entered (daemon, kernel clock)", "s", None),
     ("hotplug_kernel_events", "raw/median_kernel_first_bound_to_unbind_s",
      "real kernel: host driver bound to unbind entered (raw sequence, kernel clock)", "s",
+     None),
+    ("hotplug_kernel_events", "floor/median_kernel_first_bound_to_unbind_s",
+     "real kernel: host driver bound to unbind entered (safety floor, kernel clock)", "s",
      None),
     ("hotplug_udev_events", "median_request_to_bound_s",
      "real kernel: device_add to bound (udevd + rule + callout + daemon)", "s", None),

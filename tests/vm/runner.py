@@ -561,11 +561,20 @@ def bench_rows(bench):
                 rows.append(f"  raw sysfs sequence, no daemon: median "
                             f"{raw['median_request_to_bound_s']:.3f} s; daemon / raw "
                             f"{h['ratio_to_raw']:.2f} (target <= 1.2)")
+                floor = h.get("floor") or {}
+                if h.get("ratio_to_floor") is not None:
+                    rows.append(f"  safety floor (the device's lock, the probe's end, the "
+                                f"guards, the writer), no daemon: median "
+                                f"{floor['median_request_to_bound_s']:.3f} s; floor / raw "
+                                f"{h['floor_ratio_to_raw']:.2f}, daemon / floor "
+                                f"{h['ratio_to_floor']:.2f}")
                 mine = h.get("median_kernel_first_bound_to_unbind_s")
                 theirs = raw.get("median_kernel_first_bound_to_unbind_s")
+                least = floor.get("median_kernel_first_bound_to_unbind_s")
                 if mine is not None and theirs is not None:
                     rows.append(f"  kernel clock, host driver bound to unbind entered: "
-                                f"daemon {mine * 1000:.1f} ms, raw {theirs * 1000:.1f} ms")
+                                f"daemon {mine * 1000:.1f} ms, raw {theirs * 1000:.1f} ms"
+                                + ("" if least is None else f", floor {least * 1000:.1f} ms"))
     c = bench.get("apply_vs_driverctl")
     if c and c.get("ratio_apply_to_driverctl") is not None:
         rows.append(f"apply vs driverctl set-override, {c['device']}, n={c['n']}: "
