@@ -98,3 +98,30 @@ def test_an_empty_or_foreign_trace_gives_no_steps(vmguest):
 """
     steps = vmguest.kernel_steps(vmguest.KernelTrace.parse(text), 400.0050, 400.0120)
     assert steps["kernel_unbind_entered"] is None
+
+
+def _tracefs(tmp_path, vmguest, monkeypatch, tracer, filt):
+    for name, value in (("current_tracer", tracer), ("set_ftrace_filter", filt),
+                        ("tracing_on", "1\n")):
+        (tmp_path / name).write_text(value)
+    monkeypatch.setattr(vmguest.KernelTrace, "TRACEFS", str(tmp_path))
+    return object.__new__(vmguest.KernelTrace)      # __init__ refuses outside the guest
+
+
+def test_closing_the_trace_leaves_the_call_sites_as_they_are(tmp_path, vmguest, monkeypatch):
+    # Every change of the tracer patches code with int3, which oopsed the
+    # 6.12 guest under multi-threaded TCG once: close() only stops recording.
+    names = "\n".join(vmguest.KernelTrace.FUNCTIONS) + "\n"
+    trace = _tracefs(tmp_path, vmguest, monkeypatch, "function\n", names)
+    trace.close()
+    assert (tmp_path / "tracing_on").read_text() == "0"
+    assert (tmp_path / "current_tracer").read_text() == "function\n"
+    assert (tmp_path / "set_ftrace_filter").read_text() == names
+    assert trace._installed()
+
+
+@pytest.mark.parametrize("tracer, filt", [("nop\n", ""), ("function\n", "really_probe\n"),
+                                          ("function_graph\n", "really_probe\n")])
+def test_a_tracer_set_otherwise_is_set_again(tmp_path, vmguest, monkeypatch, tracer, filt):
+    trace = _tracefs(tmp_path, vmguest, monkeypatch, tracer, filt)
+    assert not trace._installed()

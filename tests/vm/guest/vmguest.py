@@ -327,8 +327,9 @@ class KernelTrace:
                 subprocess.run(["mount", "-t", "tracefs", "nodev", self.TRACEFS],
                                check=True, capture_output=True)
             self._write("tracing_on", "0")
-            self._write("set_ftrace_filter", " ".join(self.FUNCTIONS))
-            self._write("current_tracer", "function")
+            if not self._installed():
+                self._write("set_ftrace_filter", " ".join(self.FUNCTIONS))
+                self._write("current_tracer", "function")
             self._write("trace_clock", "mono")
             self._write("trace", "")
             self._write("tracing_on", "1")
@@ -339,6 +340,16 @@ class KernelTrace:
     def _write(self, name, value):
         with open(os.path.join(self.TRACEFS, name), "w") as f:
             f.write(value)
+
+    def _read(self, name):
+        with open(os.path.join(self.TRACEFS, name)) as f:
+            return f.read()
+
+    def _installed(self):
+        """Whether an earlier KernelTrace left the tracer on these
+        functions (close() does, see there)."""
+        return (self._read("current_tracer").strip() == "function"
+                and sorted(self._read("set_ftrace_filter").split()) == sorted(self.FUNCTIONS))
 
     def clear(self):
         if self.ok:
@@ -361,12 +372,17 @@ class KernelTrace:
         return out
 
     def close(self):
-        for name, value in (("tracing_on", "0"), ("current_tracer", "nop"),
-                            ("set_ftrace_filter", "")):
-            try:
-                self._write(name, value)
-            except OSError:
-                pass
+        """Stops recording and leaves the functions' call sites patched
+        for the next KernelTrace, until the guest ends.  Every change of
+        the tracer rewrites those call sites with int3 (text_poke_bp), and
+        under QEMU's multi-threaded TCG the other vCPU may still run a
+        stale translation of a patched site: the CI run of d7740a0 ended
+        in "Oops: int3" in the daemon's futex wake-up, as the hotplug
+        benchmark put the tracer back to nop."""
+        try:
+            self._write("tracing_on", "0")
+        except OSError:
+            pass
 
     def __enter__(self):
         return self
