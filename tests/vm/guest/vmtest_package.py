@@ -18,8 +18,8 @@ import pytest
 
 import vmguest as g
 import vmpkg
-from vmtest_scenarios import (POLICY, addrs, all_bound_as_policy_says, assert_viable,  # noqa: F401
-                              clean_slate)
+from vmtest_scenarios import (POLICY, START, addrs, all_bound_as_policy_says,  # noqa: F401
+                              assert_viable, clean_slate)
 
 DIST = "/usr/lib/python3/dist-packages"
 VENDOR_POLICY = "/usr/lib/vfio-flavourd/policy.d/10-defaults.yaml"
@@ -110,7 +110,7 @@ def test_scenario_8_installed_daemon_from_its_unit(clean_slate, etc_policy):
         assert unit["ExecStart"] == [f"{vmpkg.SBIN} daemon"]
         ready = wait_ready(notify, t0)
         g.record_timing("package: unit start to READY=1 (coldplug)", ready)
-        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="coldplug bindings")
+        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=START, what="coldplug bindings")
         for port in ("rp1", "rp2"):
             assert_viable(a[port])
         assert g.driver_override(a["rp3"]) is None
@@ -186,7 +186,7 @@ def test_scenario_8_installed_udev_rule_and_callout(clean_slate, etc_policy, ude
     d, notify, _ = installed_daemon(clean_slate)
     try:
         wait_ready(notify, time.monotonic())
-        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="bindings via udev")
+        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=START, what="bindings via udev")
         assert "listening on udev events" in d.text(), d.text()
         assert_viable(e1000e)
     finally:

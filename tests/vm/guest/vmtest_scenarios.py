@@ -18,6 +18,11 @@ import pytest
 
 import vmguest as g
 
+# How long a daemon may take to start and coldplug: Python's start-up over
+# 9p under TCG, then every PCI device of the guest.  5 to 7 s on a quiet
+# machine; in CI runs of a slow hour the guest is two to three times slower
+# than that, and 20 s was once not enough.  A hang still fails, later.
+START = 90
 POLICY_DIR = "/tmp/vm-policy"
 STATE_DIR = "/run/vfio-flavourd"
 HOST_DRIVERS = {"rp1": "e1000e", "rp2": "virtio-pci", "rp3": "virtio-pci", "rp6": "virtio-pci"}
@@ -93,9 +98,32 @@ class Daemon:
         with open(self.log_path) as f:
             return f.read()
 
-    def wait_log(self, needle, timeout=20):
-        return g.wait_for(lambda: needle in self.text(), timeout,
-                          what=f"daemon log line {needle!r}")
+    def wait_log(self, needle, timeout=START):
+        """Wait for a line of the daemon's log.  A wait that fails says
+        whether the daemon is alive and what it logged, with its threads'
+        stacks when it is (the CI run of 3 December that failed here kept
+        nothing else of it)."""
+        try:
+            g.wait_for(lambda: needle in self.text() or not self.alive(), timeout,
+                       what=f"daemon log line {needle!r}")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}\n{self.report()}") from None
+        if needle not in self.text():
+            raise AssertionError(f"the daemon exited ({self.proc.returncode}) before it "
+                                 f"logged {needle!r}\n{self.report()}")
+
+    def report(self):
+        """Its state and log's tail for a failure message; a live daemon
+        is made to dump its threads' stacks (PYTHONFAULTHANDLER) and dies."""
+        state = f"exited {self.proc.returncode}" if not self.alive() else "alive"
+        if self.alive():
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            state += ", stopped with SIGABRT for its stacks"
+        return f"daemon {state}; the end of {self.log_path}:\n" + self.text()[-6000:]
 
     def signal(self, sig):
         self.proc.send_signal(sig)
@@ -201,8 +229,10 @@ def test_scenario_1_coldplug_by_daemon(clean_slate):
     policy = write_policy(POLICY)
     t0 = time.monotonic()
     d = clean_slate.daemon(policy)
-    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="coldplug bindings")
+    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=START, what="coldplug bindings")
     g.record_timing("coldplug: daemon start to bound", time.monotonic() - t0)
+    d.wait_log("coldplug done")
+    g.record_timing("coldplug: daemon start to 'coldplug done'", time.monotonic() - t0)
     assert d.alive()
     for port in ("rp1", "rp2"):
         assert_viable(a[port])
@@ -248,7 +278,7 @@ def test_scenario_5_sighup_moves_a_device_and_a_broken_policy_keeps_the_old(clea
     a = addrs()
     policy = write_policy(POLICY)
     d = clean_slate.daemon(policy)
-    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="coldplug bindings")
+    g.wait_for(lambda: all_bound_as_policy_says(a), timeout=START, what="coldplug bindings")
     # The e1000e goes back to its host driver.
     write_policy(POLICY.replace("flavour: vfio\n  - name: virtio-nets",
                                 "flavour: host\n  - name: virtio-nets"))
@@ -364,7 +394,7 @@ def test_scenario_3_udev_rule_sets_override_before_the_host_driver(clean_slate, 
         assert os.path.isdir("/sys/module/e1000e"), "80-drivers.rules should have loaded e1000e"
         assert g.driver(e1000e) is None
         d = clean_slate.daemon(source="udev")
-        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=30, what="bindings via udev")
+        g.wait_for(lambda: all_bound_as_policy_says(a), timeout=START, what="bindings via udev")
         assert d.alive()
     finally:
         subprocess.run(["udevadm", "control", "--exit"])
