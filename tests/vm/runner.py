@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import setup  # noqa: E402  (tests/vm/setup.py, next to this file)
 import debs  # noqa: E402  (tests/vm/debs.py: the .debs the guest installs)
+from stall import StallWatch  # noqa: E402  (tests/vm/stall.py)
 
 # PCIe root ports: (qdev id, parent bus, slot address, the port's address in
 # the guest). The guest finds the device behind a port as that port's child
@@ -77,6 +78,11 @@ EXTRA_SHARE = "vmshare"
 FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
 GUEST_SHARE = "/run/vmtest"
 POWEROFF_GRACE = 60
+# A guest whose kernel stopped (stall.StallWatch) is killed at once, and the
+# whole payload run once more in a new one, this many times at most: a
+# stopped kernel says nothing of the tests, and the half hour to the
+# timeout would say nothing more.
+STALL_RERUNS = int(os.environ.get("VFIO_FLAVOURD_VM_STALL_RERUNS", "1"))
 # What the guest's `dpkg -i` would change if it ever reached the host: the
 # runner compares these before and after a run (see host_fingerprint).
 HOST_WATCH_PACKAGES = ["vfio-flavourd", "driverctl"]
@@ -286,6 +292,8 @@ class Guest:
         self.boot_seconds = None
         self.guest_uptime_at_stage2 = None
         self.timed_out = False
+        # Why the guest's kernel counts as stopped (stall.StallWatch), if it did.
+        self.stall = StallWatch()
         self.qemu_status = None
         self.total_seconds = 0.0
 
@@ -374,6 +382,7 @@ class Guest:
             for line in iter(proc.stdout.readline, b""):
                 console.write(line)
                 console.flush()
+                self.stall.feed(line.decode(errors="replace"))
                 if self.verbose:
                     sys.stdout.write("console: " + line.decode(errors="replace"))
         pumper = threading.Thread(target=pump, daemon=True)
@@ -401,6 +410,11 @@ class Guest:
                     self.log(f"guest stored its exit code; QEMU gets {POWEROFF_GRACE} s "
                              "to power off")
                 tail.pump()
+                if self.stall.stopped and not os.path.exists(exitcode):
+                    self.log(f"guest stopped: {self.stall.stopped}; killing QEMU")
+                    proc.kill()
+                    proc.wait()
+                    break
                 time.sleep(0.05)
             if proc.poll() is None and os.path.exists(exitcode):
                 self.log(f"guest did not power off within {POWEROFF_GRACE} s of storing its "
@@ -656,9 +670,22 @@ def main(argv=None):
 
     host_before = host_fingerprint()
     loadavg_before = os.getloadavg()
-    rundir = tempfile.mkdtemp(prefix="vfio-flavourd-vm.")
-    guest = Guest(manifest, rundir, memory=args.memory, verbose=args.verbose, packages=packages)
-    code = guest.run(pytest_payload(python, args.pytest_args), args.timeout, stream=sys.stdout)
+    stalled = []    # (run directory, why, seconds) of guests whose kernel stopped
+    while True:
+        rundir = tempfile.mkdtemp(prefix="vfio-flavourd-vm.")
+        guest = Guest(manifest, rundir, memory=args.memory, verbose=args.verbose,
+                      packages=packages)
+        code = guest.run(pytest_payload(python, args.pytest_args), args.timeout,
+                         stream=sys.stdout)
+        if not guest.stall.stopped or len(stalled) >= STALL_RERUNS:
+            break
+        stalled.append((rundir, guest.stall.stopped, guest.total_seconds))
+        print(f"\nvm-test: the guest stopped after {guest.total_seconds:.0f} s: "
+              f"{guest.stall.stopped}.\nvm-test: its kernel stopped, not a test: no result "
+              f"of this run counts. Its run directory is kept: {rundir}. Its console ends:")
+        for line in guest.console().rstrip().splitlines()[-12:]:
+            print(f"  {line}")
+        print("vm-test: running the whole payload again in a new guest", flush=True)
     host_after = host_fingerprint()
     host_changed = {k: (host_before[k], host_after[k]) for k in host_before
                     if host_before[k] != host_after[k]}
@@ -675,7 +702,8 @@ def main(argv=None):
         print(f"\nvm-test: FAILED: the host changed during the run: {host_changed}")
     ok = code == 0 and failed == 0
     if not ok:
-        why = ("the guest reported no exit code (crash, hang or timeout)" if code is None
+        why = (f"the guest stopped: {guest.stall.stopped}" if guest.stall.stopped
+               else "the guest reported no exit code (crash, hang or timeout)" if code is None
                else f"the guest payload exited {code}")
         print(f"\nvm-test: FAILED: {why}; QEMU exit status {guest.qemu_status}")
         print("----- guest console -----")
@@ -698,6 +726,8 @@ def main(argv=None):
             t = json.load(f)
         rows += [(f"test {name}", secs) for name, secs in t.get("tests", {}).items()]
         rows += [(f"  {name}", secs) for name, secs in t.get("marks", {}).items()]
+    rows += [(f"stopped guest run {i}, ended early", secs)
+             for i, (_, _, secs) in enumerate(stalled, 1)]
     rows.append(("guest run total", guest.total_seconds))
     rows.append(("vm-test total", time.monotonic() - t_start))
     width = max(len(r[0]) for r in rows)
@@ -721,6 +751,9 @@ def main(argv=None):
         print(f"vm-test: run directory kept: {rundir}")
     else:
         shutil.rmtree(rundir, ignore_errors=True)
+    for path, why, _ in stalled:
+        print(f"vm-test: before this run, a guest whose kernel stopped was run again: {why} "
+              f"(kept: {path})")
     # Last line, in the form CI reads.
     print(f"vm-test: {passed} passed, {failed} failed"
           + (f", {skipped} skipped" if skipped else ""), flush=True)
