@@ -30,6 +30,23 @@ vm-guest: stage 2 up at 5.17s, running payload
 """
 
 
+# The guest of 4 December: grace periods still ended, pushed by CPU 1's
+# reports, while CPU 0 ran no timer softirq (2463 in every report).
+TIMERS_STOPPED = """\
+[   96.429992] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   96.431895] rcu: \t0-...!: (2 ticks this GP) idle=7260/0/0x0 softirq=6752/6757 fqs=1 (false positive?)
+[   96.432406] rcu: \t(detected by 1, t=5252 jiffies, g=13017, q=56 ncpus=2)
+[   96.442227] rcu: rcu_preempt kthread timer wakeup didn't happen for 5245 jiffies! g13017 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402
+[   96.443268] rcu: \tPossible timer handling issue on cpu=0 timer-softirq=2463
+[   96.443798] rcu: rcu_preempt kthread starved for 5246 jiffies! g13017 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402 ->cpu=0
+[  117.437788] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[  117.438803] rcu: \t0-...!: (0 ticks this GP) idle=7280/0/0x0 softirq=6757/6757 fqs=0 (false positive?)
+[  117.439845] rcu: \t(detected by 1, t=5252 jiffies, g=13021, q=55 ncpus=2)
+[  117.441458] rcu: rcu_preempt kthread timer wakeup didn't happen for 5251 jiffies! g13021 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402
+[  117.441925] rcu: \tPossible timer handling issue on cpu=0 timer-softirq=2463
+"""
+
+
 @pytest.fixture
 def stall(monkeypatch):
     monkeypatch.syspath_prepend(VM)
@@ -61,6 +78,22 @@ def test_stalls_of_grace_periods_that_end_are_a_slow_guest(stall):
     # The same report twice, but of two grace periods: the first one ended.
     text = STOPPED.replace("t=21007 jiffies, g=69241", "t=5260 jiffies, g=69245")
     assert fed(stall, text).stopped is None
+
+
+def test_a_cpu_whose_timers_stopped_is_told_before_any_grace_period_repeats(stall):
+    w = fed(stall, TIMERS_STOPPED)
+    assert w.stopped is not None
+    assert "cpu 0 with no timer softirq run between two stall reports" in w.stopped
+    assert "timer-softirq=2463" in w.stopped
+    # Told on the second report, not before.
+    first = "".join(TIMERS_STOPPED.splitlines(keepends=True)[:6])
+    assert fed(stall, first).stopped is None
+
+
+def test_a_cpu_whose_timer_softirqs_still_run_is_a_slow_guest(stall):
+    lines = TIMERS_STOPPED.splitlines(keepends=True)
+    lines[-1] = lines[-1].replace("timer-softirq=2463", "timer-softirq=2511")
+    assert fed(stall, "".join(lines)).stopped is None
 
 
 def test_a_cpu_that_saw_its_own_stall_counts_as_well(stall):

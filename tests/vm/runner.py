@@ -79,10 +79,10 @@ FREE_PORTS = {"rp4": "hotplug", "rp5": "spare (fault checks)"}
 GUEST_SHARE = "/run/vmtest"
 POWEROFF_GRACE = 60
 # A guest whose kernel stopped (stall.StallWatch) is killed at once, and the
-# whole payload run once more in a new one, this many times at most: a
+# whole payload run again in a new one, this many times at most: a
 # stopped kernel says nothing of the tests, and the half hour to the
 # timeout would say nothing more.
-STALL_RERUNS = int(os.environ.get("VFIO_FLAVOURD_VM_STALL_RERUNS", "1"))
+STALL_RERUNS = int(os.environ.get("VFIO_FLAVOURD_VM_STALL_RERUNS", "2"))
 # What the guest's `dpkg -i` would change if it ever reached the host: the
 # runner compares these before and after a run (see host_fingerprint).
 HOST_WATCH_PACKAGES = ["vfio-flavourd", "driverctl"]

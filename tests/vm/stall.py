@@ -16,8 +16,18 @@ the grace period the kernel is waiting for (g=N), and the kernel repeats
 the report while that grace period stays stuck: the first after
 CONFIG_RCU_CPU_STALL_TIMEOUT (21 s on Debian's kernel), the next some
 three times later.  One grace period reported twice has been stuck for
-over a minute, which no guest test waits on a kernel that runs; reports of
-grace periods that each end are a slow guest, not a stopped one.
+over a minute, which no guest test waits on a kernel that runs.
+
+Grace periods can still end on such a guest, pushed by the other CPU's
+stall reports, so that the same grace period is not reported twice for
+two minutes (the guest of 4 December: g=13017, 13021 and 13025, 21 s
+apart, then 13025 again).  Those reports carry the kernel's diagnosis of
+the stopped CPU, though: "Possible timer handling issue on cpu=0
+timer-softirq=2463", and that count of the CPU's timer softirqs did not
+move from one report to the next.  A CPU that ran no timer softirq
+between two reports 21 s apart handles no timers: that too is a stopped
+guest, told 40 s after it stopped.  Reports of grace periods that each
+end, on CPUs whose timers run, are a slow guest, not a stopped one.
 """
 
 import re
@@ -27,7 +37,7 @@ import re
 # saw of itself.
 _GRACE_PERIOD = re.compile(r"\bt=(\d+) jiffies,? g=(-?\d+)")
 _STALL = re.compile(r"rcu: INFO: \w+ (?:detected stalls|self-detected stall)")
-_TIMER = re.compile(r"Possible timer handling issue on cpu=\d+")
+_TIMER = re.compile(r"Possible timer handling issue on cpu=(\d+) timer-softirq=(\d+)")
 
 
 class StallWatch:
@@ -39,6 +49,7 @@ class StallWatch:
         self._reports = {}      # grace period -> reports seen of it
         self._first = None      # the first stall report line, for the sentence
         self._timer = None
+        self._softirqs = {}     # (cpu, its timer-softirq count) -> reports seen
         self._in_report = False
 
     def feed(self, line):
@@ -47,8 +58,16 @@ class StallWatch:
             self._in_report = True
             self._first = self._first or line.strip()
             return
-        if _TIMER.search(line) and self._timer is None:
-            self._timer = _TIMER.search(line).group(0)
+        t = _TIMER.search(line) if "rcu: " in line else None
+        if t:
+            self._timer = self._timer or t.group(0)
+            key = t.groups()
+            self._softirqs[key] = self._softirqs.get(key, 0) + 1
+            if self._softirqs[key] >= 2 and self.stopped is None:
+                self.stopped = (f"its kernel reported cpu {key[0]} with no timer softirq "
+                                f"run between two stall reports (timer-softirq={key[1]}; "
+                                f"first: {self._first!r})")
+            return
         m = _GRACE_PERIOD.search(line)
         if not (self._in_report and m):
             return
