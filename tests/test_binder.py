@@ -3,6 +3,7 @@ import errno
 import pytest
 
 from vfio_flavourd import actions
+from vfio_flavourd import binder as binder_module
 from vfio_flavourd.binder import Binder
 from vfio_flavourd.sim import (ModprobeFails, OverrideLocked, OverrideMissing, ProbeFails,
                                UnbindBusy, Vanish, WriteFails)
@@ -445,6 +446,52 @@ def test_the_kernels_own_probe_of_a_new_device_is_taken_back(tmp_path, monkeypat
     assert "the kernel's own probe bound virtio-pci meanwhile; taking it back" in o.steps
     assert "unbind from virtio-pci: write 0000:05:00.0 to sys/bus/pci/drivers/virtio-pci/unbind" \
         in o.steps
+
+
+def test_the_daemon_takes_a_raced_device_back_without_waiting_out_the_settle_time(
+        tmp_path, monkeypatch):
+    """With the daemon's await_probe: once the kernel's own probe is over,
+    the host driver's link after our drivers_probe is the answer, and the
+    settle time (1 s) is not waited out before taking the device back."""
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    hot_added_and_raced(kernel, monkeypatch)
+    asked = []
+
+    def probe_over(address):
+        asked.append((address, driver_of(kernel, address)))
+        return True
+    binder = ctx.binder(1.0, await_probe=probe_over)
+    slept = []
+    monkeypatch.setattr(binder_module.time, "sleep", slept.append)
+    d = actions.decisions_for(ctx, [VIRTIO])[0]
+    o = actions.carry_out(ctx, binder, d)
+    assert (o.result, o.driver) == ("bound", "virtio_vfio_pci"), o.steps
+    assert "the kernel's own probe bound virtio-pci meanwhile; taking it back" in o.steps
+    # Asked once more after the drivers_probe, the host driver bound.
+    assert (VIRTIO, "virtio-pci") in asked
+    assert slept == []
+
+
+def test_a_probe_still_running_is_waited_for_as_before(tmp_path, monkeypatch):
+    """await_probe False (the kernel's probe not over within its wait): the
+    settle time runs as it did, and the device is still taken back."""
+    kernel, ctx = host_ctx(tmp_path, VIRTIO_POLICY)
+    hot_added_and_raced(kernel, monkeypatch)
+    over = []       # True for the guards' asks; False once the host driver is there
+
+    def probe_over(address):
+        over.append(driver_of(kernel, address) is None)
+        return over[-1]
+    binder = ctx.binder(0.05, await_probe=probe_over)
+    slept = []
+    real_sleep = binder_module.time.sleep
+    monkeypatch.setattr(binder_module.time, "sleep",
+                        lambda s: (slept.append(s), real_sleep(s)))
+    d = actions.decisions_for(ctx, [VIRTIO])[0]
+    o = actions.carry_out(ctx, binder, d)
+    assert slept, "the settle time was not waited"
+    assert False in over
+    assert "the kernel's own probe bound virtio-pci meanwhile; taking it back" in o.steps
 
 
 def guards_refusing_a_bound_device(monkeypatch) -> list:
