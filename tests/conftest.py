@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+
 import pytest
 from hypothesis import settings
 
@@ -53,6 +58,37 @@ def make_device(address="0000:3b:00.2", vendor=0x15B3, device=0x101E, sv=0x15B3,
     return PciDevice(address=address, vendor=vendor, device=device, subsystem_vendor=sv,
                      subsystem_device=sd, class_code=class_code,
                      modalias=make_modalias(vendor, device, sv, sd, class_code), **kw)
+
+
+# The real-kernel tier (tests/vm): its runner and its guest side, whose
+# pieces that need no guest are tested here on the host.
+_VM = os.path.join(os.path.dirname(__file__), "vm")
+
+
+@pytest.fixture
+def guest_module(tmp_path, monkeypatch):
+    """importlib.import_module for the guest side (tests/vm/guest), its
+    results share in tmp_path; the test stands in for the guest's sysfs and
+    QMP calls."""
+    monkeypatch.syspath_prepend(os.path.join(_VM, "guest"))
+    import vmguest
+    monkeypatch.setattr(vmguest, "SHARE", str(tmp_path))
+    return importlib.import_module
+
+
+@pytest.fixture(scope="module")
+def vm_runner():
+    """tests/vm/runner.py as a module, its neighbours (setup, debs, stall)
+    importable while it loads, as `tests/vm/run` finds them."""
+    sys.path.insert(0, _VM)
+    try:
+        spec = importlib.util.spec_from_file_location("vm_runner_for_host_test",
+                                                      os.path.join(_VM, "runner.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(_VM)
 
 
 @pytest.fixture(autouse=True)

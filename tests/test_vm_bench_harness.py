@@ -12,16 +12,10 @@ import os
 
 import pytest
 
-_GUEST = os.path.join(os.path.dirname(__file__), "vm", "guest")
-
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(_GUEST)
-    import vmguest
-    import vmtest_bench
-    monkeypatch.setattr(vmguest, "SHARE", str(tmp_path))
-    return vmtest_bench
+def bench(guest_module):
+    return guest_module("vmtest_bench")
 
 
 def stand_in_sysfs(bench, monkeypatch, unbind_error):

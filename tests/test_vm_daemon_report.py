@@ -5,21 +5,14 @@ nothing else.  Run here on stand-in processes, not the daemon."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 
-_GUEST = os.path.join(os.path.dirname(__file__), "vm", "guest")
-
 
 @pytest.fixture
-def scenarios(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(_GUEST)
-    import vmguest
-    import vmtest_scenarios
-    monkeypatch.setattr(vmguest, "SHARE", str(tmp_path))
-    return vmtest_scenarios
+def scenarios(guest_module):
+    return guest_module("vmtest_scenarios")
 
 
 def stand_in(scenarios, code):

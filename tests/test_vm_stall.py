@@ -5,7 +5,6 @@ are those of the guest that stopped on 3 December (kept from that run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import textwrap
@@ -149,20 +148,10 @@ time.sleep(600)
 '''
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.syspath_prepend(VM)
-    spec = importlib.util.spec_from_file_location("vm_runner_for_stall_test",
-                                                  os.path.join(VM, "runner.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def stand_in(runner, tmp_path, console):
+def stand_in(vm_runner, tmp_path, console):
     (tmp_path / "fake_qemu.py").write_text(FAKE_QEMU)
     (tmp_path / "console.txt").write_text(console)
-    guest = runner.Guest({"kernel_release": "6.12", "linux_source": "-"},
+    guest = vm_runner.Guest({"kernel_release": "6.12", "linux_source": "-"},
                          str(tmp_path / "run"))
     os.makedirs(guest.rundir)
     guest.qemu_argv = lambda: [sys.executable, str(tmp_path / "fake_qemu.py"),
@@ -170,8 +159,8 @@ def stand_in(runner, tmp_path, console):
     return guest
 
 
-def test_the_runner_kills_a_guest_whose_kernel_stopped(runner, tmp_path):
-    guest = stand_in(runner, tmp_path, STOPPED)
+def test_the_runner_kills_a_guest_whose_kernel_stopped(vm_runner, tmp_path):
+    guest = stand_in(vm_runner, tmp_path, STOPPED)
     t0 = time.monotonic()
     code = guest.run("true\n", timeout=120)
     assert code is None
@@ -182,9 +171,9 @@ def test_the_runner_kills_a_guest_whose_kernel_stopped(runner, tmp_path):
     assert any(line.startswith("guest stopped: its kernel reported") for line in guest.host_log)
 
 
-def test_the_runner_leaves_a_slow_guest_to_its_timeout(runner, tmp_path):
+def test_the_runner_leaves_a_slow_guest_to_its_timeout(vm_runner, tmp_path):
     slow = STOPPED.replace("t=21007 jiffies, g=69241", "t=5260 jiffies, g=69245")
-    guest = stand_in(runner, tmp_path, slow)
+    guest = stand_in(vm_runner, tmp_path, slow)
     assert guest.run("true\n", timeout=3) is None
     assert guest.stall.stopped is None
     assert guest.timed_out

@@ -6,29 +6,9 @@ shape the guest writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-
-import pytest
 
 HERE = os.path.dirname(__file__)
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def runner():
-    sys.path.insert(0, os.path.join(HERE, "vm"))    # its setup and debs, as `run` finds them
-    try:
-        return _load("vm_runner_for_host_test", os.path.join(HERE, "vm", "runner.py"))
-    finally:
-        sys.path.remove(os.path.join(HERE, "vm"))
 
 
 def _section(floor=True):
@@ -43,8 +23,8 @@ def _section(floor=True):
     return {"hotplug_kernel_events": h}
 
 
-def test_the_summary_gives_the_floor_beside_the_raw_sequence(runner):
-    rows = runner.bench_rows(_section())
+def test_the_summary_gives_the_floor_beside_the_raw_sequence(vm_runner):
+    rows = vm_runner.bench_rows(_section())
     text = "\n".join(rows)
     assert "daemon / raw 1.07 (target <= 1.2)" in text
     (floor,) = [r for r in rows if "safety floor" in r]
@@ -54,8 +34,8 @@ def test_the_summary_gives_the_floor_beside_the_raw_sequence(runner):
     assert clock.endswith("daemon 23.4 ms, raw -2.1 ms, floor 18.8 ms"), clock
 
 
-def test_a_run_from_before_the_floor_is_summed_up_without_it(runner):
-    rows = runner.bench_rows(_section(floor=False))
+def test_a_run_from_before_the_floor_is_summed_up_without_it(vm_runner):
+    rows = vm_runner.bench_rows(_section(floor=False))
     assert not [r for r in rows if "floor" in r], rows
     (clock,) = [r for r in rows if "kernel clock" in r]
     assert clock.endswith("daemon 23.4 ms, raw -2.1 ms"), clock
