@@ -122,9 +122,9 @@ class Binder:
                 # driver before our override and bound it after our
                 # drivers_probe returned; our caller takes it back.  Waited
                 # out, it cost a second in 4 hotplugs of 360 (benchmark
-                # figure 7).  Read again: a link that
-                # went meanwhile (the host driver's probe rejecting its
-                # match on seeing the override) is waited for as before.
+                # figure 7).  Read again: a link that went meanwhile (the
+                # host driver's probe rejecting its match on seeing the
+                # override) is waited for as before.
                 now = self.current_driver(address)
                 if now is not None and now != want:
                     return now
